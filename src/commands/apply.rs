@@ -1,0 +1,34 @@
+//! `CACHE.APPLY key header [value]` (internal): stores an entry exactly as recorded. This is
+//! the effect that writes replicate and that AOF rewrite emits; it carries absolute times and
+//! the ids issued, so replaying it is deterministic. Not meant for applications.
+
+use redis_module::{Context, RedisResult, RedisString, RedisValue};
+
+use super::open_entry_writable;
+use crate::core::codec::{decode_header, ValueSlot};
+use crate::error::CacheError;
+use crate::storage::datatype::observe_ids;
+
+pub fn run(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let (name, header, value) = match args.as_slice() {
+        [_, name, header] => (name, header, None),
+        [_, name, header, value] => (name, header, Some(value)),
+        _ => return Err(CacheError::Arity("cache.apply").into()),
+    };
+    let (mut entry, slot) =
+        decode_header(header.as_slice()).map_err(|e| CacheError::BadRecord(e.to_string()))?;
+    let (key, exists) = open_entry_writable(ctx, name)?;
+    entry.value = match (slot, value) {
+        (ValueSlot::Present, Some(v)) => Some(v.as_slice().to_vec()),
+        (ValueSlot::None, None) => None,
+        (ValueSlot::Keep, None) => {
+            let old = if exists { key.entry() } else { None };
+            old.and_then(|e| e.value.take())
+        }
+        _ => return Err(CacheError::BadRecord("value does not match the header".into()).into()),
+    };
+    observe_ids(&entry);
+    key.store(entry);
+    ctx.replicate_verbatim();
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}

@@ -1,0 +1,38 @@
+//! `CACHE.GET key`: the value while the entry has one (fresh or in grace), else nil.
+//! No early refresh, no lease.
+
+use redis_module::{Context, RedisResult, RedisString, RedisValue};
+
+use super::{open_entry, reply};
+use crate::core::entry::Freshness;
+use crate::error::CacheError;
+use crate::stats;
+use crate::storage::ids::now_ms;
+
+pub fn run(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let [_, name] = args.as_slice() else {
+        return Err(CacheError::Arity("cache.get").into());
+    };
+    let key = open_entry(ctx, name)?;
+    let entry = key.as_ref().and_then(|k| k.entry());
+    let now = now_ms();
+    let value = match entry {
+        Some(e) => match e.freshness(now) {
+            Freshness::Fresh => {
+                stats::HITS.incr();
+                e.value.as_deref()
+            }
+            Freshness::Stale => {
+                stats::STALE_HITS.incr();
+                e.value.as_deref()
+            }
+            Freshness::Absent => None,
+        },
+        None => None,
+    };
+    if value.is_none() {
+        stats::MISSES.incr();
+    }
+    reply::bulk_or_null(ctx, value);
+    Ok(RedisValue::NoReply)
+}

@@ -1,0 +1,116 @@
+//! `CACHE.SET key value (EX s | PX ms) [GRACE ms] [DELTA ms] [TOKEN token]`
+//!
+//! Stores the value, fresh for the TTL, then stale-but-served for GRACE. With TOKEN the write
+//! is a fill, stored only while that lease is current; without, it is authoritative and
+//! revokes any outstanding lease. Reply: the new version, or nil when a fill is refused.
+
+use redis_module::{Context, RedisResult, RedisString, RedisValue};
+
+use super::args::{parse_ex, parse_nonneg_ms, parse_positive_ms, parse_token, Options};
+use super::open_entry_writable;
+use crate::config;
+use crate::core::entry::{decide_write, LeaseEffect, Write, NEVER};
+use crate::error::CacheError;
+use crate::stats;
+use crate::storage::{ids, replicate};
+
+/// The options shared by every write command.
+pub struct WriteArgs {
+    pub write: Write,
+}
+
+/// Parses `(EX s | PX ms) [GRACE ms] [DELTA ms] [TOKEN token]`; `ttl_required` for CACHE.SET.
+pub fn parse_write_options(
+    opts: &[RedisString],
+    ttl_required: bool,
+    now: i64,
+) -> Result<WriteArgs, CacheError> {
+    let mut ttl_ms = None;
+    let mut grace_ms = None;
+    let mut delta_ms = None;
+    let mut token = None;
+    let mut it = Options::new(opts);
+    while let Some((opt, v)) = it.next(&["EX", "PX", "GRACE", "DELTA", "TOKEN"])? {
+        match opt {
+            "EX" => ttl_ms = Some(parse_ex(v)?),
+            "PX" => ttl_ms = Some(parse_positive_ms(v, "PX")?),
+            "GRACE" => grace_ms = Some(parse_nonneg_ms(v, "GRACE")?),
+            "DELTA" => delta_ms = Some(parse_nonneg_ms(v, "DELTA")?),
+            _ => token = Some(parse_token(v)?),
+        }
+    }
+    if ttl_required && ttl_ms.is_none() {
+        return Err(CacheError::Missing("EX or PX"));
+    }
+    let grace_ms = grace_ms.unwrap_or_else(config::grace_ms);
+    // fresh_until + grace must stay a real instant, below the "never" marker.
+    if let Some(ttl) = ttl_ms {
+        let end = now.checked_add(ttl).and_then(|t| t.checked_add(grace_ms));
+        if end.is_none_or(|e| e == NEVER) {
+            return Err(CacheError::InvalidTime(if grace_ms > 0 {
+                "GRACE"
+            } else {
+                "EX/PX"
+            }));
+        }
+    }
+    Ok(WriteArgs {
+        write: Write {
+            ttl_ms,
+            grace_ms,
+            delta_ms,
+            token,
+        },
+    })
+}
+
+pub fn run(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let [_, name, value, opts @ ..] = args.as_slice() else {
+        return Err(CacheError::Arity("cache.set").into());
+    };
+    let now = ids::now_ms();
+    let WriteArgs { write } = parse_write_options(opts, true, now)?;
+    match store(ctx, name, value.as_slice(), &write, now)? {
+        Some(version) => Ok(RedisValue::Integer(version as i64)),
+        None => Ok(RedisValue::Null),
+    }
+}
+
+/// Stores a write at `name` and replicates it; `None` when a TOKEN fill is refused.
+/// Shared by every command that writes a value.
+pub fn store(
+    ctx: &Context,
+    name: &RedisString,
+    value: &[u8],
+    write: &Write,
+    now: i64,
+) -> Result<Option<u64>, CacheError> {
+    let (key, exists) = open_entry_writable(ctx, name)?;
+    let existing = if exists { key.entry() } else { None };
+    let plan = match decide_write(existing.as_deref(), write, now, config::default_delta_ms()) {
+        Ok(plan) => plan,
+        Err(_) => {
+            stats::FILLS_REFUSED.incr();
+            return Ok(None);
+        }
+    };
+    match plan.lease_effect {
+        LeaseEffect::Filled => stats::LEASES_FILLED.incr(),
+        LeaseEffect::Revoked => stats::LEASES_REVOKED.incr(),
+        LeaseEffect::None => {}
+    }
+    let mut owned = Vec::new();
+    owned
+        .try_reserve_exact(value.len())
+        .map_err(|_| CacheError::Internal)?;
+    owned.extend_from_slice(value);
+    let tags = existing
+        .map(|e| std::mem::take(&mut e.tags))
+        .unwrap_or_default();
+    let version = ids::next_id(now);
+    let entry = plan.into_entry(owned, version, tags);
+    replicate::entry_written(ctx, name, &entry);
+    key.store(entry);
+    stats::WRITES.incr();
+    Ok(Some(version))
+}

@@ -1,0 +1,274 @@
+//! The one encoding of an entry's metadata, shared by RDB, DUMP/RESTORE, AOF rewrite and
+//! replication. The value travels beside it as its own string so that saving a large value
+//! never copies it.
+//!
+//! Layout (little-endian), format 1:
+//! ```text
+//! u8  format (1)
+//! u8  flags: 1 = has value, 2 = has lease, 4 = keep the value already stored (effects only)
+//! i64 fresh_until_ms   i64 grace_ms   i64 delta_ms   u64 version
+//! [u64 token  i64 granted_ms  i64 expires_ms]          if has lease
+//! u32 tag count, then per tag: u32 length, bytes
+//! ```
+//! Decoding checks every length against the bytes actually there, so a truncated or crafted
+//! payload is an error, never an over-allocation or a panic.
+
+use super::entry::{Entry, Lease};
+
+pub const FORMAT: u8 = 1;
+const HAS_VALUE: u8 = 1;
+const HAS_LEASE: u8 = 2;
+const KEEP_VALUE: u8 = 4;
+const KNOWN_FLAGS: u8 = HAS_VALUE | HAS_LEASE | KEEP_VALUE;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CodecError {
+    Truncated,
+    UnknownFormat(u8),
+    UnknownFlags(u8),
+    TrailingBytes,
+    Invalid(&'static str),
+}
+
+impl std::fmt::Display for CodecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CodecError::Truncated => write!(f, "truncated entry header"),
+            CodecError::UnknownFormat(v) => write!(f, "unknown entry format {v}"),
+            CodecError::UnknownFlags(v) => write!(f, "unknown entry flags {v}"),
+            CodecError::TrailingBytes => write!(f, "trailing bytes after entry header"),
+            CodecError::Invalid(why) => write!(f, "invalid entry: {why}"),
+        }
+    }
+}
+
+/// What a decoded header says about the value that goes with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueSlot {
+    /// No value (pending entry).
+    None,
+    /// The value follows as its own string.
+    Present,
+    /// Effects only: keep the value the target already holds (a lease grant on a valued entry).
+    Keep,
+}
+
+/// Encodes the entry's metadata; `keep_value` marks an effect that leaves the value alone.
+pub fn encode_header(e: &Entry, keep_value: bool) -> Vec<u8> {
+    let tag_bytes: usize = e.tags.iter().map(|t| 4 + t.len()).sum();
+    let mut out = Vec::with_capacity(2 + 32 + 24 + 4 + tag_bytes);
+    let mut flags = 0;
+    if e.value.is_some() {
+        flags |= if keep_value { KEEP_VALUE } else { HAS_VALUE };
+    }
+    if e.lease.is_some() {
+        flags |= HAS_LEASE;
+    }
+    out.push(FORMAT);
+    out.push(flags);
+    out.extend_from_slice(&e.fresh_until_ms.to_le_bytes());
+    out.extend_from_slice(&e.grace_ms.to_le_bytes());
+    out.extend_from_slice(&e.delta_ms.to_le_bytes());
+    out.extend_from_slice(&e.version.to_le_bytes());
+    if let Some(l) = &e.lease {
+        out.extend_from_slice(&l.token.to_le_bytes());
+        out.extend_from_slice(&l.granted_ms.to_le_bytes());
+        out.extend_from_slice(&l.expires_ms.to_le_bytes());
+    }
+    out.extend_from_slice(&(e.tags.len() as u32).to_le_bytes());
+    for t in &e.tags {
+        out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+        out.extend_from_slice(t);
+    }
+    out
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        if self.buf.len() < n {
+            return Err(CodecError::Truncated);
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, CodecError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, CodecError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64, CodecError> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn i64(&mut self) -> Result<i64, CodecError> {
+        Ok(self.u64()? as i64)
+    }
+}
+
+/// Decodes a header into an entry without its value, and says where the value comes from.
+pub fn decode_header(buf: &[u8]) -> Result<(Entry, ValueSlot), CodecError> {
+    let mut r = Reader { buf };
+    let format = r.u8()?;
+    if format != FORMAT {
+        return Err(CodecError::UnknownFormat(format));
+    }
+    let flags = r.u8()?;
+    if flags & !KNOWN_FLAGS != 0 || flags & (HAS_VALUE | KEEP_VALUE) == HAS_VALUE | KEEP_VALUE {
+        return Err(CodecError::UnknownFlags(flags));
+    }
+    let fresh_until_ms = r.i64()?;
+    let grace_ms = r.i64()?;
+    let delta_ms = r.i64()?;
+    let version = r.u64()?;
+    if grace_ms < 0 || delta_ms < 0 {
+        return Err(CodecError::Invalid("negative grace or delta"));
+    }
+    let lease = if flags & HAS_LEASE != 0 {
+        Some(Lease {
+            token: r.u64()?,
+            granted_ms: r.i64()?,
+            expires_ms: r.i64()?,
+        })
+    } else {
+        None
+    };
+    let count = r.u32()? as usize;
+    // Each tag takes at least 4 bytes: a count larger than that is a lie, refuse it before
+    // allocating anything sized by it.
+    if count > r.buf.len() / 4 {
+        return Err(CodecError::Truncated);
+    }
+    let mut tags = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = r.u32()? as usize;
+        tags.push(r.take(len)?.to_vec());
+    }
+    if !r.buf.is_empty() {
+        return Err(CodecError::TrailingBytes);
+    }
+    let slot = if flags & HAS_VALUE != 0 {
+        ValueSlot::Present
+    } else if flags & KEEP_VALUE != 0 {
+        ValueSlot::Keep
+    } else {
+        ValueSlot::None
+    };
+    let entry = Entry {
+        value: None,
+        fresh_until_ms,
+        grace_ms,
+        delta_ms,
+        version,
+        tags,
+        lease,
+    };
+    Ok((entry, slot))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Entry {
+        Entry {
+            value: Some(b"va\0lue".to_vec()),
+            fresh_until_ms: 1_700_000_000_000,
+            grace_ms: 5_000,
+            delta_ms: 120,
+            version: 42 << 20,
+            tags: vec![b"user:1".to_vec(), b"\0bin".to_vec(), vec![]],
+            lease: Some(Lease {
+                token: 43 << 20,
+                granted_ms: 1_699_999_999_000,
+                expires_ms: 1_700_000_001_000,
+            }),
+        }
+    }
+
+    #[test]
+    fn round_trips_every_field() {
+        let e = sample();
+        let (mut back, slot) = decode_header(&encode_header(&e, false)).unwrap();
+        assert_eq!(slot, ValueSlot::Present);
+        back.value = e.value.clone();
+        assert_eq!(back, e);
+
+        let pending = Entry {
+            value: None,
+            lease: None,
+            tags: vec![],
+            ..sample()
+        };
+        let (back, slot) = decode_header(&encode_header(&pending, false)).unwrap();
+        assert_eq!(slot, ValueSlot::None);
+        assert_eq!(back, pending);
+
+        let (_, slot) = decode_header(&encode_header(&e, true)).unwrap();
+        assert_eq!(slot, ValueSlot::Keep);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let buf = encode_header(&sample(), false);
+        for n in 0..buf.len() {
+            assert!(
+                decode_header(&buf[..n]).is_err(),
+                "prefix of {n} bytes decoded"
+            );
+        }
+        let mut long = buf.clone();
+        long.push(0);
+        assert_eq!(decode_header(&long), Err(CodecError::TrailingBytes));
+    }
+
+    #[test]
+    fn crafted_headers_are_refused() {
+        let mut buf = encode_header(&sample(), false);
+        buf[0] = 9;
+        assert_eq!(decode_header(&buf), Err(CodecError::UnknownFormat(9)));
+        let mut buf = encode_header(&sample(), false);
+        buf[1] = 0x80;
+        assert!(decode_header(&buf).is_err());
+        buf[1] = HAS_VALUE | KEEP_VALUE;
+        assert!(decode_header(&buf).is_err());
+        // A huge tag count with no bytes behind it must not allocate.
+        let plain = Entry {
+            lease: None,
+            tags: vec![],
+            ..sample()
+        };
+        let mut buf = encode_header(&plain, false);
+        let n = buf.len();
+        buf[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode_header(&buf), Err(CodecError::Truncated));
+        // Negative grace.
+        let mut buf = encode_header(&plain, false);
+        buf[10..18].copy_from_slice(&(-1i64).to_le_bytes());
+        assert!(decode_header(&buf).is_err());
+    }
+
+    #[test]
+    fn decoding_garbage_never_panics() {
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        for len in 0..200 {
+            let buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let _ = decode_header(&buf);
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! The cache entry and the rules for writing it: fills, leases, fencing.
+//!
+//! All times are absolute Unix milliseconds handed in by the caller, so every rule here can be
+//! tested without a server and replayed deterministically on a replica.
+
+/// `fresh_until_ms` of an entry that never goes stale (a write-behind write without a TTL).
+pub const NEVER: i64 = i64::MAX;
+
+/// An outstanding fill lease: whoever holds `token` may fill the entry until `expires_ms`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub token: u64,
+    pub granted_ms: i64,
+    pub expires_ms: i64,
+}
+
+impl Lease {
+    pub fn is_active(&self, now: i64) -> bool {
+        now < self.expires_ms
+    }
+}
+
+/// One cache entry: the value of a key of the module's type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Absent while the first fill is pending (the key exists only to hold the lease).
+    pub value: Option<Vec<u8>>,
+    /// Fresh before this instant, [`NEVER`] for entries without a TTL.
+    pub fresh_until_ms: i64,
+    /// After `fresh_until_ms`, the value is stale but still served for this long.
+    pub grace_ms: i64,
+    /// What recomputing the value costs (ms): the XFetch scale.
+    pub delta_ms: i64,
+    /// Version of the last stored write; strictly increasing per key.
+    pub version: u64,
+    /// Tags the entry carries (used by the tag commands).
+    pub tags: Vec<Vec<u8>>,
+    /// At most one outstanding fill lease. It may have expired: check with `active_lease`.
+    pub lease: Option<Lease>,
+}
+
+/// Where the value stands at a given instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    Fresh,
+    /// Past fresh, inside grace: served, marked stale.
+    Stale,
+    /// No usable value (never filled, or past its grace).
+    Absent,
+}
+
+impl Entry {
+    /// An entry holding only a fill lease: the state after a first MISS.
+    pub fn pending(lease: Lease) -> Entry {
+        Entry {
+            value: None,
+            fresh_until_ms: 0,
+            grace_ms: 0,
+            delta_ms: 0,
+            version: 0,
+            tags: Vec::new(),
+            lease: Some(lease),
+        }
+    }
+
+    /// The instant the value stops being served at all.
+    pub fn value_until_ms(&self) -> i64 {
+        self.fresh_until_ms.saturating_add(self.grace_ms)
+    }
+
+    pub fn freshness(&self, now: i64) -> Freshness {
+        if self.value.is_none() || now >= self.value_until_ms() {
+            Freshness::Absent
+        } else if now < self.fresh_until_ms {
+            Freshness::Fresh
+        } else {
+            Freshness::Stale
+        }
+    }
+
+    /// The value while it may be served (fresh or in grace).
+    pub fn usable_value(&self, now: i64) -> Option<&[u8]> {
+        match self.freshness(now) {
+            Freshness::Absent => None,
+            _ => self.value.as_deref(),
+        }
+    }
+
+    pub fn active_lease(&self, now: i64) -> Option<&Lease> {
+        self.lease.as_ref().filter(|l| l.is_active(now))
+    }
+
+    /// When the key itself should expire: when neither the value nor the lease is of any use.
+    /// `None` means the key does not expire.
+    pub fn key_expires_at(&self) -> Option<i64> {
+        let value_end = self.value.as_ref().map(|_| self.value_until_ms());
+        let lease_end = self.lease.as_ref().map(|l| l.expires_ms);
+        let end = match (value_end, lease_end) {
+            (Some(v), Some(l)) => v.max(l),
+            (Some(v), None) => v,
+            (None, Some(l)) => l,
+            (None, None) => return Some(0),
+        };
+        (end != NEVER).then_some(end)
+    }
+
+    /// Bytes this entry holds on the heap, for `MEMORY USAGE` and eviction.
+    pub fn heap_size(&self) -> usize {
+        std::mem::size_of::<Entry>()
+            + self.value.as_ref().map_or(0, |v| v.capacity())
+            + self.tags.iter().map(|t| t.capacity() + 24).sum::<usize>()
+            + self
+                .lease
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<Lease>())
+    }
+}
+
+/// Why a `TOKEN` fill was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The key does not exist (deleted, expired, or never leased).
+    NoEntry,
+    /// The entry has no lease: filled already, released, or revoked by a write.
+    NoLease,
+    /// A newer lease replaced the one this token names.
+    WrongToken,
+    /// The token's lease ran out before the fill.
+    LeaseExpired,
+}
+
+/// What a write (`CACHE.SET` and friends) does to the lease it meets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseEffect {
+    /// There was no active lease.
+    None,
+    /// The fill presented the current token: the lease is fulfilled.
+    Filled,
+    /// An authoritative write replaced the value under an active lease: it is revoked.
+    Revoked,
+}
+
+/// A validated write request. Times are relative; `now` makes them absolute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Write {
+    pub ttl_ms: Option<i64>,
+    pub grace_ms: i64,
+    pub delta_ms: Option<i64>,
+    pub token: Option<u64>,
+}
+
+/// Outcome of [`decide_write`]: the fields of the entry to store, or the refusal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WritePlan {
+    pub fresh_until_ms: i64,
+    pub grace_ms: i64,
+    pub delta_ms: i64,
+    pub lease_effect: LeaseEffect,
+}
+
+/// Decides whether a write is stored and with which timing fields.
+///
+/// A `TOKEN` fill is stored only while its lease is the entry's current, unexpired lease.
+/// Without `DELTA`, a token fill records the time since its lease was granted; any other
+/// write keeps the previous delta, or `default_delta_ms` for a new entry.
+pub fn decide_write(
+    existing: Option<&Entry>,
+    w: &Write,
+    now: i64,
+    default_delta_ms: i64,
+) -> Result<WritePlan, Refusal> {
+    let lease_effect = match w.token {
+        Some(token) => {
+            let entry = existing.ok_or(Refusal::NoEntry)?;
+            let lease = entry.lease.as_ref().ok_or(Refusal::NoLease)?;
+            if lease.token != token {
+                return Err(Refusal::WrongToken);
+            }
+            if !lease.is_active(now) {
+                return Err(Refusal::LeaseExpired);
+            }
+            LeaseEffect::Filled
+        }
+        None => match existing.and_then(|e| e.active_lease(now)) {
+            Some(_) => LeaseEffect::Revoked,
+            None => LeaseEffect::None,
+        },
+    };
+    let delta_ms = match (w.delta_ms, lease_effect, existing) {
+        (Some(d), _, _) => d,
+        (None, LeaseEffect::Filled, Some(e)) => {
+            let granted = e.lease.as_ref().map_or(now, |l| l.granted_ms);
+            now.saturating_sub(granted).max(0)
+        }
+        (None, _, Some(e)) if e.value.is_some() => e.delta_ms,
+        (None, _, _) => default_delta_ms,
+    };
+    let fresh_until_ms = match w.ttl_ms {
+        Some(ttl) => now.saturating_add(ttl),
+        None => NEVER,
+    };
+    Ok(WritePlan {
+        fresh_until_ms,
+        grace_ms: w.grace_ms,
+        delta_ms,
+        lease_effect,
+    })
+}
+
+impl WritePlan {
+    /// The entry to store. Tags are kept from the entry being replaced.
+    pub fn into_entry(self, value: Vec<u8>, version: u64, tags: Vec<Vec<u8>>) -> Entry {
+        Entry {
+            value: Some(value),
+            fresh_until_ms: self.fresh_until_ms,
+            grace_ms: self.grace_ms,
+            delta_ms: self.delta_ms,
+            version,
+            tags,
+            lease: None,
+        }
+    }
+}
+
+/// `CACHE.RELEASE`: gives the lease up when `token` is the current active lease.
+pub fn release(entry: &mut Entry, token: u64, now: i64) -> bool {
+    match entry.active_lease(now) {
+        Some(l) if l.token == token => {
+            entry.lease = None;
+            true
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(token: u64, granted: i64, expires: i64) -> Lease {
+        Lease {
+            token,
+            granted_ms: granted,
+            expires_ms: expires,
+        }
+    }
+
+    fn entry(fresh_until: i64, grace: i64) -> Entry {
+        Entry {
+            value: Some(b"v".to_vec()),
+            fresh_until_ms: fresh_until,
+            grace_ms: grace,
+            delta_ms: 7,
+            version: 1,
+            tags: vec![],
+            lease: None,
+        }
+    }
+
+    fn write(token: Option<u64>, delta: Option<i64>) -> Write {
+        Write {
+            ttl_ms: Some(1000),
+            grace_ms: 0,
+            delta_ms: delta,
+            token,
+        }
+    }
+
+    #[test]
+    fn freshness_follows_fresh_until_and_grace() {
+        let e = entry(100, 50);
+        assert_eq!(e.freshness(99), Freshness::Fresh);
+        assert_eq!(e.freshness(100), Freshness::Stale);
+        assert_eq!(e.freshness(149), Freshness::Stale);
+        assert_eq!(e.freshness(150), Freshness::Absent);
+        assert_eq!(e.usable_value(150), None);
+        assert_eq!(
+            Entry::pending(lease(1, 0, 10)).freshness(0),
+            Freshness::Absent
+        );
+    }
+
+    #[test]
+    fn key_expiry_covers_value_and_lease() {
+        let mut e = entry(100, 50);
+        assert_eq!(e.key_expires_at(), Some(150));
+        e.lease = Some(lease(1, 140, 200));
+        assert_eq!(e.key_expires_at(), Some(200));
+        e.lease = Some(lease(1, 0, 120));
+        assert_eq!(e.key_expires_at(), Some(150));
+        assert_eq!(Entry::pending(lease(1, 0, 10)).key_expires_at(), Some(10));
+        let forever = Entry {
+            fresh_until_ms: NEVER,
+            ..entry(0, 10)
+        };
+        assert_eq!(forever.key_expires_at(), None);
+    }
+
+    #[test]
+    fn token_fill_needs_the_current_active_lease() {
+        let mut e = entry(100, 0);
+        let w = write(Some(5), None);
+        assert_eq!(decide_write(None, &w, 10, 0), Err(Refusal::NoEntry));
+        assert_eq!(decide_write(Some(&e), &w, 10, 0), Err(Refusal::NoLease));
+        e.lease = Some(lease(4, 0, 50));
+        assert_eq!(decide_write(Some(&e), &w, 10, 0), Err(Refusal::WrongToken));
+        e.lease = Some(lease(5, 0, 50));
+        assert_eq!(
+            decide_write(Some(&e), &w, 50, 0),
+            Err(Refusal::LeaseExpired)
+        );
+        let plan = decide_write(Some(&e), &w, 30, 0).unwrap();
+        assert_eq!(plan.lease_effect, LeaseEffect::Filled);
+        assert_eq!(plan.delta_ms, 30, "delta measured from lease grant to fill");
+        assert_eq!(plan.fresh_until_ms, 1030);
+    }
+
+    #[test]
+    fn authoritative_write_revokes_an_active_lease() {
+        let mut e = entry(100, 0);
+        e.lease = Some(lease(5, 0, 50));
+        let plan = decide_write(Some(&e), &write(None, None), 10, 99).unwrap();
+        assert_eq!(plan.lease_effect, LeaseEffect::Revoked);
+        assert_eq!(plan.delta_ms, 7, "previous delta kept");
+        let plan = decide_write(Some(&e), &write(None, None), 60, 99).unwrap();
+        assert_eq!(
+            plan.lease_effect,
+            LeaseEffect::None,
+            "expired lease is not revoked"
+        );
+    }
+
+    #[test]
+    fn delta_defaults() {
+        assert_eq!(
+            decide_write(None, &write(None, None), 0, 99)
+                .unwrap()
+                .delta_ms,
+            99
+        );
+        assert_eq!(
+            decide_write(None, &write(None, Some(3)), 0, 99)
+                .unwrap()
+                .delta_ms,
+            3
+        );
+        let pending = Entry::pending(lease(1, 0, 100));
+        let plan = decide_write(Some(&pending), &write(None, None), 5, 99).unwrap();
+        assert_eq!(plan.delta_ms, 99, "a pending entry has no delta of its own");
+        let never = decide_write(
+            None,
+            &Write {
+                ttl_ms: None,
+                ..write(None, None)
+            },
+            5,
+            0,
+        );
+        assert_eq!(never.unwrap().fresh_until_ms, NEVER);
+    }
+
+    #[test]
+    fn release_only_the_current_lease() {
+        let mut e = entry(100, 0);
+        e.lease = Some(lease(5, 0, 50));
+        assert!(!release(&mut e, 4, 10));
+        assert!(!release(&mut e, 5, 50), "expired lease is not current");
+        assert!(release(&mut e, 5, 10));
+        assert!(e.lease.is_none());
+        assert!(!release(&mut e, 5, 10));
+    }
+}

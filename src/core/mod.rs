@@ -1,0 +1,7 @@
+//! The pure core: no `redis_module` imports, no clock, no randomness of its own.
+//! Everything here is tested with plain unit tests (`cargo test --lib`).
+
+pub mod codec;
+pub mod entry;
+pub mod version;
+pub mod xfetch;

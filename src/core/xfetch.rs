@@ -1,0 +1,195 @@
+//! The `CACHE.GETX` decision: XFetch probabilistic early expiration with at most one
+//! recompute in flight per key.
+//!
+//! XFetch (Vattani, Chierichetti, Lowenstein, "Optimal Probabilistic Cache Stampede
+//! Prevention", VLDB 2015) elects a caller to recompute early when
+//! `now - delta * beta * ln(U) >= fresh_until`, U uniform in (0, 1]: the closer to expiry and
+//! the costlier the value, the likelier. The lease makes that election exclusive.
+
+use super::entry::{Entry, Freshness};
+
+/// The status word of a GETX/LOCKGET reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Hit,
+    Refresh,
+    Stale,
+    Miss,
+    Locked,
+    Timeout,
+}
+
+impl Status {
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Hit => "HIT",
+            Status::Refresh => "REFRESH",
+            Status::Stale => "STALE",
+            Status::Miss => "MISS",
+            Status::Locked => "LOCKED",
+            Status::Timeout => "TIMEOUT",
+        }
+    }
+}
+
+/// What a GETX caller gets: a status, and whether a new lease is granted to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub status: Status,
+    pub grant: bool,
+}
+
+/// True when XFetch elects this caller: `now - delta * beta * ln(u) >= fresh_until`.
+/// `u` must be in (0, 1]; `ln(u) <= 0`, so the term pushes `now` forward.
+pub fn xfetch_elects(now: i64, fresh_until: i64, delta_ms: i64, beta: f64, u: f64) -> bool {
+    if delta_ms <= 0 {
+        return now >= fresh_until;
+    }
+    let gap = (fresh_until as f64) - (now as f64);
+    -(delta_ms as f64) * beta * u.ln() >= gap
+}
+
+/// Decides a GETX read of `entry` (None: the key does not exist) at `now`.
+pub fn decide(entry: Option<&Entry>, now: i64, beta: f64, u: f64) -> Decision {
+    let Some(e) = entry else {
+        return Decision {
+            status: Status::Miss,
+            grant: true,
+        };
+    };
+    let leased = e.active_lease(now).is_some();
+    match e.freshness(now) {
+        Freshness::Absent if leased => Decision {
+            status: Status::Locked,
+            grant: false,
+        },
+        Freshness::Absent => Decision {
+            status: Status::Miss,
+            grant: true,
+        },
+        Freshness::Stale => Decision {
+            status: Status::Stale,
+            grant: !leased,
+        },
+        Freshness::Fresh if leased => Decision {
+            status: Status::Hit,
+            grant: false,
+        },
+        Freshness::Fresh => {
+            if xfetch_elects(now, e.fresh_until_ms, e.delta_ms, beta, u) {
+                Decision {
+                    status: Status::Refresh,
+                    grant: true,
+                }
+            } else {
+                Decision {
+                    status: Status::Hit,
+                    grant: false,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::entry::Lease;
+
+    fn entry(fresh_until: i64, grace: i64, delta: i64) -> Entry {
+        Entry {
+            value: Some(b"v".to_vec()),
+            fresh_until_ms: fresh_until,
+            grace_ms: grace,
+            delta_ms: delta,
+            version: 1,
+            tags: vec![],
+            lease: None,
+        }
+    }
+
+    fn leased(mut e: Entry, expires: i64) -> Entry {
+        e.lease = Some(Lease {
+            token: 9,
+            granted_ms: 0,
+            expires_ms: expires,
+        });
+        e
+    }
+
+    const fn d(status: Status, grant: bool) -> Decision {
+        Decision { status, grant }
+    }
+
+    #[test]
+    fn every_status_path() {
+        let fresh = entry(1000, 500, 0);
+        assert_eq!(decide(None, 0, 1.0, 0.5), d(Status::Miss, true));
+        assert_eq!(decide(Some(&fresh), 10, 1.0, 0.5), d(Status::Hit, false));
+        assert_eq!(decide(Some(&fresh), 1200, 1.0, 0.5), d(Status::Stale, true));
+        assert_eq!(
+            decide(Some(&leased(fresh.clone(), 2000)), 1200, 1.0, 0.5),
+            d(Status::Stale, false)
+        );
+        assert_eq!(decide(Some(&fresh), 1500, 1.0, 0.5), d(Status::Miss, true));
+        assert_eq!(
+            decide(Some(&leased(fresh.clone(), 2000)), 1500, 1.0, 0.5),
+            d(Status::Locked, false)
+        );
+        let pending = Entry::pending(Lease {
+            token: 1,
+            granted_ms: 0,
+            expires_ms: 100,
+        });
+        assert_eq!(
+            decide(Some(&pending), 50, 1.0, 0.5),
+            d(Status::Locked, false)
+        );
+        assert_eq!(
+            decide(Some(&pending), 100, 1.0, 0.5),
+            d(Status::Miss, true),
+            "lease ran out"
+        );
+    }
+
+    #[test]
+    fn early_refresh_near_expiry_only_without_a_lease() {
+        let e = entry(1000, 0, 100);
+        // 10 ms before expiry, delta 100: -100 * ln(0.5) = 69 >= 10 -> elected.
+        assert_eq!(decide(Some(&e), 990, 1.0, 0.5), d(Status::Refresh, true));
+        // Far from expiry: not elected even with a small u.
+        assert_eq!(decide(Some(&e), 0, 1.0, 0.5), d(Status::Hit, false));
+        // u = 1 never elects before expiry.
+        assert_eq!(decide(Some(&e), 999, 1.0, 1.0), d(Status::Hit, false));
+        assert_eq!(
+            decide(Some(&leased(e, 2000)), 990, 1.0, 0.5),
+            d(Status::Hit, false)
+        );
+    }
+
+    #[test]
+    fn beta_scales_eagerness() {
+        // gap 100, delta 100, u = 0.5: -ln(0.5) = 0.693 -> needs beta >= 1.443.
+        assert!(!xfetch_elects(900, 1000, 100, 1.0, 0.5));
+        assert!(xfetch_elects(900, 1000, 100, 2.0, 0.5));
+        assert!(
+            !xfetch_elects(0, 1000, 0, 100.0, 0.000_001),
+            "delta 0 never refreshes early"
+        );
+    }
+
+    #[test]
+    fn election_rate_matches_xfetch() {
+        // P(elected) = P(-ln U >= gap / (delta*beta)) = exp(-gap / (delta*beta)).
+        let (gap, delta) = (100i64, 100i64);
+        let n = 100_000;
+        let hits = (1..=n)
+            .filter(|i| xfetch_elects(1000 - gap, 1000, delta, 1.0, *i as f64 / n as f64))
+            .count();
+        let expected = (-1.0f64).exp() * n as f64;
+        assert!(
+            (hits as f64 - expected).abs() < n as f64 * 0.01,
+            "{hits} vs {expected}"
+        );
+    }
+}

@@ -1,0 +1,64 @@
+//! Every error reply the module sends, in one place. Messages follow Redis's own: an upper-case
+//! code first (`ERR`, `WRONGTYPE`), then a sentence.
+
+use redis_module::RedisError;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheError {
+    /// Wrong number of arguments for the named command.
+    Arity(&'static str),
+    /// Unknown option, or an option without its value.
+    Syntax,
+    /// The same option given twice (or two that exclude each other, like EX and PX).
+    Repeated(&'static str),
+    /// A required option is missing.
+    Missing(&'static str),
+    /// Not a decimal integer, or out of the 64-bit range.
+    NotInteger,
+    /// A time that must be positive was zero or negative, or overflows when added to now.
+    InvalidTime(&'static str),
+    /// `BETA` that is not a positive finite number.
+    InvalidBeta,
+    /// `TOKEN` that is not a positive 64-bit integer.
+    InvalidToken,
+    /// The key holds a value of another type.
+    WrongType,
+    /// A replicated or loaded entry record that does not decode.
+    BadRecord(String),
+    /// A panic was caught: a bug, reported instead of crashing the server.
+    Internal,
+}
+
+impl std::fmt::Display for CacheError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheError::Arity(cmd) => {
+                write!(f, "ERR wrong number of arguments for '{cmd}' command")
+            }
+            CacheError::Syntax => write!(f, "ERR syntax error"),
+            CacheError::Repeated(opt) => write!(f, "ERR syntax error, {opt} given more than once"),
+            CacheError::Missing(what) => write!(f, "ERR syntax error, {what} is required"),
+            CacheError::NotInteger => write!(f, "ERR value is not an integer or out of range"),
+            CacheError::InvalidTime(opt) => {
+                write!(
+                    f,
+                    "ERR invalid {opt} time: must be positive and not overflow"
+                )
+            }
+            CacheError::InvalidBeta => write!(f, "ERR BETA must be a positive finite number"),
+            CacheError::InvalidToken => write!(f, "ERR TOKEN must be a positive 64-bit integer"),
+            CacheError::WrongType => write!(
+                f,
+                "WRONGTYPE Operation against a key holding the wrong kind of value"
+            ),
+            CacheError::BadRecord(why) => write!(f, "ERR bad entry record: {why}"),
+            CacheError::Internal => write!(f, "ERR internal error in the cache module"),
+        }
+    }
+}
+
+impl From<CacheError> for RedisError {
+    fn from(e: CacheError) -> RedisError {
+        RedisError::String(e.to_string())
+    }
+}

@@ -1,0 +1,68 @@
+//! redis-cache: application caching done inside Redis, atomically.
+//!
+//! This file only registers things: the data type, the commands, the configs and the INFO
+//! handler. The logic lives in `core` (pure, unit-tested), `storage` (the data type and its
+//! persistence and replication) and `commands` (one file per command).
+
+pub mod commands;
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod stats;
+pub mod storage;
+
+use redis_module::configuration::ConfigurationFlags;
+use redis_module::{redis_module, Context, InfoContext, RedisResult, RedisString, Status};
+
+use crate::storage::datatype::CACHE_TYPE;
+
+/// Unit tests run without Redis: they must not use the Redis allocator.
+#[cfg(test)]
+type Allocator = std::alloc::System;
+#[cfg(test)]
+const ALLOCATOR: Allocator = std::alloc::System;
+#[cfg(not(test))]
+type Allocator = redis_module::alloc::RedisAlloc;
+#[cfg(not(test))]
+const ALLOCATOR: Allocator = redis_module::alloc::RedisAlloc;
+
+fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+    // A short read in RDB loading (diskless sync, a crafted RESTORE) must reach our rdb_load
+    // as an error to check, not abort the server.
+    ctx.set_module_options(redis_module::ModuleOptions::HANDLE_IO_ERRORS);
+    Status::Ok
+}
+
+fn info(ctx: &InfoContext, for_crash_report: bool) {
+    // An INFO that cannot be built is not worth failing anything for.
+    let _ = stats::info(ctx, for_crash_report);
+}
+
+redis_module! {
+    name: "cache",
+    version: 1,
+    allocator: (Allocator, ALLOCATOR),
+    data_types: [CACHE_TYPE],
+    init: init,
+    info: info,
+    commands: [
+        ["cache.set", commands::cache_set, "write deny-oom", 1, 1, 1, ""],
+        ["cache.get", commands::cache_get, "readonly fast", 1, 1, 1, ""],
+        ["cache.getx", commands::cache_getx, "write deny-oom fast", 1, 1, 1, ""],
+        ["cache.del", commands::cache_del, "write", 1, -1, 1, ""],
+        ["cache.apply", commands::cache_apply, "write deny-oom", 1, 1, 1, ""],
+    ],
+    configurations: [
+        i64: [
+            ["lease-ms", &config::LEASE_MS, config::DEFAULT_LEASE_MS, 1, config::MAX_TIME_MS, ConfigurationFlags::DEFAULT, None],
+            ["grace-ms", &config::GRACE_MS, config::DEFAULT_GRACE_MS, 0, config::MAX_TIME_MS, ConfigurationFlags::DEFAULT, None],
+            ["default-delta-ms", &config::DEFAULT_DELTA, config::DEFAULT_DELTA_MS, 0, config::MAX_TIME_MS, ConfigurationFlags::DEFAULT, None],
+        ],
+        string: [
+            ["beta", &config::BETA, config::DEFAULT_BETA, ConfigurationFlags::DEFAULT, None],
+        ],
+        bool: [],
+        enum: [],
+        module_args_as_configuration: true,
+    ]
+}

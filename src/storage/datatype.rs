@@ -1,0 +1,204 @@
+//! The `cache-ent` module data type: RDB save/load, AOF rewrite, free, copy, memory usage and
+//! digest. RDB, DUMP/RESTORE and replication all use the one codec in `core::codec`.
+//!
+//! Every callback catches panics: an unwinding panic must never cross into redis-server.
+
+use std::os::raw::{c_char, c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use redis_module::native_types::RedisType;
+use redis_module::raw;
+
+use super::ids;
+use crate::core::codec::{self, ValueSlot};
+use crate::core::entry::Entry;
+
+/// RDB encoding version of the type (the codec format inside is versioned as well).
+pub const ENCODING_VERSION: i32 = 1;
+
+/// Live entries in this server (all databases): counted at creation, uncounted in `free`.
+static LIVE_ENTRIES: AtomicI64 = AtomicI64::new(0);
+
+pub fn live_entries() -> i64 {
+    LIVE_ENTRIES.load(Ordering::Relaxed)
+}
+
+pub static CACHE_TYPE: RedisType = RedisType::new(
+    "cache-ent",
+    ENCODING_VERSION,
+    raw::RedisModuleTypeMethods {
+        version: raw::REDISMODULE_TYPE_METHOD_VERSION as u64,
+        rdb_load: Some(rdb_load),
+        rdb_save: Some(rdb_save),
+        aof_rewrite: Some(aof_rewrite),
+        free: Some(free),
+        mem_usage: Some(mem_usage),
+        digest: Some(digest),
+        aux_load: None,
+        aux_save: None,
+        aux_save2: None,
+        aux_save_triggers: 0,
+        free_effort: None,
+        unlink: None,
+        copy: Some(copy),
+        defrag: None,
+        copy2: None,
+        free_effort2: None,
+        mem_usage2: None,
+        unlink2: None,
+    },
+);
+
+/// Boxes an entry for Redis to own; paired with `free`.
+pub fn into_raw(entry: Entry) -> *mut Entry {
+    LIVE_ENTRIES.fetch_add(1, Ordering::Relaxed);
+    Box::into_raw(Box::new(entry))
+}
+
+/// Records the ids an entry carries so this server never issues them again.
+pub fn observe_ids(entry: &Entry) {
+    ids::observe(entry.version);
+    if let Some(l) = &entry.lease {
+        ids::observe(l.token);
+    }
+}
+
+fn guarded<T>(fallback: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
+}
+
+/// Reads one string from the RDB stream; `None` on an I/O error (short read, bad payload).
+unsafe fn load_bytes(rdb: *mut raw::RedisModuleIO) -> Option<Vec<u8>> {
+    let mut len: usize = 0;
+    let p = raw::RedisModule_LoadStringBuffer.unwrap()(rdb, &mut len);
+    if raw::RedisModule_IsIOError.unwrap()(rdb) != 0 {
+        if !p.is_null() {
+            raw::RedisModule_Free.unwrap()(p.cast::<c_void>());
+        }
+        return None;
+    }
+    if p.is_null() {
+        return (len == 0).then(Vec::new);
+    }
+    let mut out = Vec::new();
+    let ok = out.try_reserve_exact(len).is_ok();
+    if ok {
+        out.extend_from_slice(std::slice::from_raw_parts(p.cast::<u8>(), len));
+    }
+    raw::RedisModule_Free.unwrap()(p.cast::<c_void>());
+    ok.then_some(out)
+}
+
+unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
+    guarded(ptr::null_mut(), || {
+        if encver != ENCODING_VERSION {
+            return ptr::null_mut();
+        }
+        let Some(header) = load_bytes(rdb) else {
+            return ptr::null_mut();
+        };
+        let Ok((mut entry, slot)) = codec::decode_header(&header) else {
+            return ptr::null_mut();
+        };
+        match slot {
+            ValueSlot::None => {}
+            ValueSlot::Present => match load_bytes(rdb) {
+                Some(v) => entry.value = Some(v),
+                None => return ptr::null_mut(),
+            },
+            // "keep the value" only makes sense as a replicated effect, never in a payload.
+            ValueSlot::Keep => return ptr::null_mut(),
+        }
+        observe_ids(&entry);
+        into_raw(entry).cast::<c_void>()
+    })
+}
+
+unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
+    guarded((), || {
+        let entry = &*value.cast::<Entry>();
+        raw::save_slice(rdb, &codec::encode_header(entry, false));
+        if let Some(v) = &entry.value {
+            raw::save_slice(rdb, v);
+        }
+    })
+}
+
+unsafe extern "C" fn aof_rewrite(
+    aof: *mut raw::RedisModuleIO,
+    key: *mut raw::RedisModuleString,
+    value: *mut c_void,
+) {
+    guarded((), || {
+        let entry = &*value.cast::<Entry>();
+        let header = codec::encode_header(entry, false);
+        let emit = raw::RedisModule_EmitAOF.unwrap();
+        let cmd = c"CACHE.APPLY".as_ptr();
+        match &entry.value {
+            Some(v) => emit(
+                aof,
+                cmd,
+                c"sbb".as_ptr(),
+                key,
+                header.as_ptr().cast::<c_char>(),
+                header.len(),
+                v.as_ptr().cast::<c_char>(),
+                v.len(),
+            ),
+            None => emit(
+                aof,
+                cmd,
+                c"sb".as_ptr(),
+                key,
+                header.as_ptr().cast::<c_char>(),
+                header.len(),
+            ),
+        }
+    })
+}
+
+unsafe extern "C" fn free(value: *mut c_void) {
+    guarded((), || {
+        if !value.is_null() {
+            drop(Box::from_raw(value.cast::<Entry>()));
+            LIVE_ENTRIES.fetch_sub(1, Ordering::Relaxed);
+        }
+    })
+}
+
+unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
+    guarded(0, || (*value.cast::<Entry>()).heap_size())
+}
+
+unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
+    guarded((), || {
+        let entry = &*value.cast::<Entry>();
+        let add = raw::RedisModule_DigestAddStringBuffer.unwrap();
+        let header = codec::encode_header(entry, false);
+        add(
+            md,
+            header.as_ptr().cast::<c_char>().cast_mut(),
+            header.len(),
+        );
+        if let Some(v) = &entry.value {
+            add(md, v.as_ptr().cast::<c_char>().cast_mut(), v.len());
+        }
+        raw::RedisModule_DigestEndSequence.unwrap()(md);
+    })
+}
+
+/// `COPY`: the copy gets the value and its history, not the lease (the lease belongs to
+/// whoever is filling the original key).
+unsafe extern "C" fn copy(
+    _from: *mut raw::RedisModuleString,
+    _to: *mut raw::RedisModuleString,
+    value: *const c_void,
+) -> *mut c_void {
+    guarded(ptr::null_mut(), || {
+        let mut entry = (*value.cast::<Entry>()).clone();
+        entry.lease = None;
+        into_raw(entry).cast::<c_void>()
+    })
+}

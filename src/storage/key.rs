@@ -1,0 +1,106 @@
+//! A thin owner of a raw `RedisModuleKey`: open, look at the entry, store, expire, delete,
+//! and close on drop. The crate's safe key types lack absolute expiry and a cheap type check.
+
+use std::os::raw::c_void;
+use std::ptr::NonNull;
+
+use redis_module::{raw, Context, RedisString};
+
+use super::datatype::{self, CACHE_TYPE};
+use crate::core::entry::Entry;
+
+pub enum Kind {
+    Empty,
+    Entry,
+    Other,
+}
+
+pub struct Key {
+    inner: NonNull<raw::RedisModuleKey>,
+}
+
+impl Key {
+    /// Opens `name` for reading, or reading and writing. `None` only when Redis returns no
+    /// handle (a read of a missing key).
+    pub fn open(ctx: &Context, name: &RedisString, write: bool) -> Option<Key> {
+        let mode = if write {
+            raw::KeyMode::READ | raw::KeyMode::WRITE
+        } else {
+            raw::KeyMode::READ
+        };
+        // SAFETY: ctx and name are live for the duration of the command.
+        let ptr = unsafe { raw::RedisModule_OpenKey.unwrap()(ctx.ctx, name.inner, mode.bits()) };
+        NonNull::new(ptr.cast::<raw::RedisModuleKey>()).map(|inner| Key { inner })
+    }
+
+    fn raw(&self) -> *mut raw::RedisModuleKey {
+        self.inner.as_ptr()
+    }
+
+    pub fn kind(&self) -> Kind {
+        // SAFETY: the key handle is open.
+        let t = unsafe { raw::RedisModule_KeyType.unwrap()(self.raw()) };
+        if t == raw::REDISMODULE_KEYTYPE_EMPTY as i32 {
+            Kind::Empty
+        } else if t == raw::REDISMODULE_KEYTYPE_MODULE as i32
+            && unsafe { raw::RedisModule_ModuleTypeGetType.unwrap()(self.raw()) }
+                == *CACHE_TYPE.raw_type.borrow()
+        {
+            Kind::Entry
+        } else {
+            Kind::Other
+        }
+    }
+
+    /// The entry stored at this key. Call only after `kind()` said `Entry`.
+    #[allow(clippy::mut_from_ref)]
+    pub fn entry(&self) -> Option<&mut Entry> {
+        // SAFETY: values of our module type are always `Box<Entry>` pointers.
+        unsafe {
+            let p = raw::RedisModule_ModuleTypeGetValue.unwrap()(self.raw()).cast::<Entry>();
+            p.as_mut()
+        }
+    }
+
+    /// Stores `entry` (replacing and freeing any previous value) and sets the key's expiry
+    /// from the entry.
+    pub fn store(&self, entry: Entry) {
+        let expires = entry.key_expires_at();
+        let ptr = datatype::into_raw(entry);
+        // SAFETY: the key is open for writing and is empty or of our type (checked by callers).
+        unsafe {
+            raw::RedisModule_ModuleTypeSetValue.unwrap()(
+                self.raw(),
+                *CACHE_TYPE.raw_type.borrow(),
+                ptr.cast::<c_void>(),
+            );
+        }
+        self.set_expiry(expires);
+    }
+
+    /// Sets the key's absolute expiry, or removes it.
+    pub fn set_expiry(&self, at_ms: Option<i64>) {
+        // SAFETY: the key is open for writing and holds a value.
+        unsafe {
+            match at_ms {
+                Some(at) => raw::RedisModule_SetAbsExpire.unwrap()(self.raw(), at.max(1)),
+                None => raw::RedisModule_SetExpire.unwrap()(
+                    self.raw(),
+                    raw::REDISMODULE_NO_EXPIRE.into(),
+                ),
+            };
+        }
+    }
+
+    pub fn delete(&self) {
+        // SAFETY: the key is open for writing.
+        unsafe { raw::RedisModule_DeleteKey.unwrap()(self.raw()) };
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        // SAFETY: opened by RedisModule_OpenKey and closed exactly once here.
+        unsafe { raw::RedisModule_CloseKey.unwrap()(self.raw()) };
+    }
+}

@@ -1,0 +1,7 @@
+//! Storage glue: the module data type and its callbacks, raw key access, the id clock, and
+//! replication of effects.
+
+pub mod datatype;
+pub mod ids;
+pub mod key;
+pub mod replicate;

@@ -1,0 +1,47 @@
+//! The module loads, and the basic round trip works against a real redis-server.
+
+mod support;
+use support::*;
+
+#[test]
+fn set_get_roundtrip_with_binary_value() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let value = b"a\0b\xffc".to_vec();
+    let v1 = set(&mut c, "k", &value, &["EX", "100"]).expect("stored");
+    let got: Option<Vec<u8>> = redis::cmd("CACHE.GET").arg("k").query(&mut c).unwrap();
+    assert_eq!(got, Some(value.clone()));
+    let v2 = set(&mut c, "k", b"x", &["PX", "100000"]).expect("stored");
+    assert!(v2 > v1, "versions increase: {v1} then {v2}");
+    let t: String = redis::cmd("TYPE").arg("k").query(&mut c).unwrap();
+    assert_eq!(t, "cache-ent");
+    let pttl: i64 = redis::cmd("PTTL").arg("k").query(&mut c).unwrap();
+    assert!(pttl > 99_000 && pttl <= 100_000, "pttl {pttl}");
+}
+
+#[test]
+fn getx_miss_fill_hit() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let (v, status, token) = getx(&mut c, "k", &[]);
+    assert_eq!((v, status.as_str()), (None, "MISS"));
+    let token = token.expect("MISS carries a token");
+    let (_, status, other) = getx(&mut c, "k", &[]);
+    assert_eq!((status.as_str(), other), ("LOCKED", None));
+    let t = token.to_string();
+    assert!(set(&mut c, "k", b"v", &["EX", "60", "TOKEN", &t]).is_some());
+    assert_eq!(
+        getx(&mut c, "k", &[]),
+        (Some(b"v".to_vec()), "HIT".into(), None)
+    );
+    assert_eq!(
+        set(&mut c, "k", b"late", &["EX", "60", "TOKEN", &t]),
+        None,
+        "token used up"
+    );
+    let info = info_cache(&mut c);
+    assert_eq!(info["leases_granted"], 1);
+    assert_eq!(info["leases_filled"], 1);
+    assert_eq!(info["fills_refused"], 1);
+    assert_eq!(info["entries"], 1);
+}

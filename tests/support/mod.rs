@@ -1,0 +1,230 @@
+//! Test harness: real redis-server processes with the module loaded, on free loopback ports,
+//! each in its own temporary directory, stopped when dropped (also when a test panics).
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+pub use redis::Connection;
+
+/// Path of the module under test: `$CACHE_MODULE`, else the release build of this crate.
+pub fn module_path() -> PathBuf {
+    let path = std::env::var_os("CACHE_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/libredis_cache.so")
+        });
+    assert!(
+        path.exists(),
+        "{} not found: run `cargo build --release` first (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A loopback port nobody listens on. Ports are spread by process id so that test binaries
+/// running side by side do not race for the same ones.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 400) as u16 * 100;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 100 * 3;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub struct Server {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// A server with the module loaded, no persistence, DEBUG enabled.
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// As `start`, with extra `--option value` arguments (they override the defaults).
+    pub fn start_with(extra: &[&str]) -> Server {
+        let mut s = Server {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let mut args: Vec<String> = vec![
+            "--port".into(),
+            self.port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--dir".into(),
+            self.dir.path().display().to_string(),
+            "--logfile".into(),
+            "redis.log".into(),
+            "--save".into(),
+            "".into(),
+            "--appendonly".into(),
+            "no".into(),
+            "--enable-debug-command".into(),
+            "yes".into(),
+            "--loadmodule".into(),
+            module_path().display().to_string(),
+        ];
+        args.extend(self.extra.iter().cloned());
+        let child = Command::new("redis-server")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (make deps installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        let up = wait_until(Duration::from_secs(10), || {
+            redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        });
+        assert!(up, "redis-server did not start on {port}:\n{}", self.log());
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn conn(&self) -> Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(10))
+            .expect("connect")
+    }
+
+    /// The server's log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Stops the server: `SHUTDOWN SAVE` or `SHUTDOWN NOSAVE`, then waits for the process.
+    pub fn shutdown(&mut self, save: bool) {
+        if let Ok(mut c) = redis::Client::open(self.url()).and_then(|c| c.get_connection()) {
+            let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN")
+                .arg(if save { "SAVE" } else { "NOSAVE" })
+                .query(&mut c);
+        }
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and directory (it loads what it saved).
+    /// `extra` replaces the extra arguments given at start when not empty.
+    pub fn restart(&mut self, save: bool) {
+        self.shutdown(save);
+        self.spawn();
+    }
+
+    pub fn restart_with(&mut self, save: bool, extra: &[&str]) {
+        self.shutdown(save);
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+        self.spawn();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `INFO cache` as (field, value) pairs, without the `cache_` prefix.
+pub fn info_cache(c: &mut Connection) -> std::collections::HashMap<String, i64> {
+    let text: String = redis::cmd("INFO").arg("cache").query(c).unwrap();
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter_map(|(k, v)| {
+            Some((
+                k.strip_prefix("cache_")?.to_string(),
+                v.trim().parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Server time in Unix ms (from `TIME`).
+pub fn server_ms(c: &mut Connection) -> i64 {
+    let (s, us): (i64, i64) = redis::cmd("TIME").query(c).unwrap();
+    s * 1000 + us / 1000
+}
+
+/// A GETX/LOCKGET reply: (value, status, token).
+pub type Triple = (Option<Vec<u8>>, String, Option<u64>);
+
+pub fn getx(c: &mut Connection, key: &str, extra: &[&str]) -> Triple {
+    redis::cmd("CACHE.GETX")
+        .arg(key)
+        .arg(extra)
+        .query(c)
+        .unwrap()
+}
+
+/// `CACHE.SET` returning the version, or None when refused.
+pub fn set(c: &mut Connection, key: &str, value: &[u8], opts: &[&str]) -> Option<u64> {
+    redis::cmd("CACHE.SET")
+        .arg(key)
+        .arg(value)
+        .arg(opts)
+        .query(c)
+        .unwrap()
+}
+
+pub fn digest(c: &mut Connection) -> String {
+    redis::cmd("DEBUG").arg("DIGEST").query(c).unwrap()
+}
