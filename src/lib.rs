@@ -51,6 +51,7 @@ redis_module! {
         ["cache.getx", commands::cache_getx, "write deny-oom fast", 1, 1, 1, ""],
         ["cache.del", commands::cache_del, "write", 1, -1, 1, ""],
         ["cache.apply", commands::cache_apply, "write deny-oom", 1, 1, 1, ""],
+        ["cache.inspect", commands::cache_inspect, "readonly", 1, 1, 1, ""],
     ],
     configurations: [
         i64: [

@@ -6,6 +6,7 @@ pub mod args;
 pub mod del;
 pub mod get;
 pub mod getx;
+pub mod inspect;
 pub mod reply;
 pub mod set;
 
@@ -40,6 +41,7 @@ guarded! {
     cache_getx => getx::run,
     cache_del => del::run,
     cache_apply => apply::run,
+    cache_inspect => inspect::run,
 }
 
 /// Opens a key to read an entry: `None` when the key does not exist, `WRONGTYPE` when it
