@@ -30,7 +30,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     // A short read in RDB loading (diskless sync, a crafted RESTORE) must reach our rdb_load
     // as an error to check, not abort the server.
     ctx.set_module_options(redis_module::ModuleOptions::HANDLE_IO_ERRORS);
-    Status::Ok
+    commands::register(ctx)
 }
 
 fn info(ctx: &InfoContext, for_crash_report: bool) {
@@ -45,14 +45,6 @@ redis_module! {
     data_types: [CACHE_TYPE],
     init: init,
     info: info,
-    commands: [
-        ["cache.set", commands::cache_set, "write deny-oom", 1, 1, 1, ""],
-        ["cache.get", commands::cache_get, "readonly fast", 1, 1, 1, ""],
-        ["cache.getx", commands::cache_getx, "write deny-oom fast", 1, 1, 1, ""],
-        ["cache.del", commands::cache_del, "write", 1, -1, 1, ""],
-        ["cache.apply", commands::cache_apply, "write deny-oom", 1, 1, 1, ""],
-        ["cache.inspect", commands::cache_inspect, "readonly", 1, 1, 1, ""],
-    ],
     configurations: [
         i64: [
             ["lease-ms", &config::LEASE_MS, config::DEFAULT_LEASE_MS, 1, config::MAX_TIME_MS, ConfigurationFlags::DEFAULT, None],

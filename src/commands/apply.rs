@@ -2,15 +2,16 @@
 //! the effect that writes replicate and that AOF rewrite emits; it carries absolute times and
 //! the ids issued, so replaying it is deterministic. Not meant for applications.
 
-use redis_module::{Context, RedisResult, RedisString, RedisValue};
+use super::args::Arg;
+use redis_module::{Context, RedisResult, RedisValue};
 
 use super::open_entry_writable;
 use crate::core::codec::{decode_header, ValueSlot};
 use crate::error::CacheError;
 use crate::storage::datatype::observe_ids;
 
-pub fn run(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    let (name, header, value) = match args.as_slice() {
+pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let (name, header, value) = match args {
         [_, name, header] => (name, header, None),
         [_, name, header, value] => (name, header, Some(value)),
         _ => return Err(CacheError::Arity("cache.apply").into()),
@@ -28,7 +29,7 @@ pub fn run(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         _ => return Err(CacheError::BadRecord("value does not match the header".into()).into()),
     };
     observe_ids(&entry);
-    key.store(entry);
+    key.store(entry, exists);
     ctx.replicate_verbatim();
     Ok(RedisValue::SimpleStringStatic("OK"))
 }

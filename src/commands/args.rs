@@ -1,6 +1,8 @@
 //! Argument parsing into typed requests, with the uniform errors of `crate::error`.
 
-use redis_module::RedisString;
+use std::os::raw::c_char;
+
+use redis_module::raw;
 
 use crate::error::CacheError;
 
@@ -54,22 +56,53 @@ pub fn parse_token(b: &[u8]) -> Result<u64, CacheError> {
     }
 }
 
-/// Walks `OPTION value` pairs, upper-casing option names and refusing repeats.
-pub struct Options<'a> {
-    rest: &'a [RedisString],
-    seen: Vec<&'static str>,
-}
+/// A command argument, borrowed from Redis's argv for the duration of the command (no copy,
+/// no reference counting: the hot paths read a key and a few options per call).
+#[repr(transparent)]
+pub struct Arg(*mut raw::RedisModuleString);
 
-impl<'a> Options<'a> {
-    pub fn new(rest: &'a [RedisString]) -> Options<'a> {
-        Options {
-            rest,
-            seen: Vec::new(),
+impl Arg {
+    /// Views Redis's argv as arguments.
+    ///
+    /// # Safety
+    /// `argv` must point to `argc` live strings that outlive the returned slice.
+    pub unsafe fn slice<'a>(argv: *mut *mut raw::RedisModuleString, argc: usize) -> &'a [Arg] {
+        if argv.is_null() || argc == 0 {
+            return &[];
+        }
+        std::slice::from_raw_parts(argv.cast::<Arg>(), argc)
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        let mut len = 0;
+        // SAFETY: the string is live for the command; Redis returns its buffer and length.
+        unsafe {
+            let p: *const c_char = raw::RedisModule_StringPtrLen.unwrap()(self.0, &mut len);
+            if p.is_null() {
+                return &[];
+            }
+            std::slice::from_raw_parts(p.cast::<u8>(), len)
         }
     }
 
-    /// The next option name (one of `known`, matched case-insensitively) and its value.
-    /// Options listed together in one `known` entry as `"EX|PX"` exclude each other.
+    pub fn raw(&self) -> *mut raw::RedisModuleString {
+        self.0
+    }
+}
+
+/// Walks `OPTION value` pairs, matching option names case-insensitively and refusing repeats.
+pub struct Options<'a> {
+    rest: &'a [Arg],
+    seen: u32,
+}
+
+impl<'a> Options<'a> {
+    pub fn new(rest: &'a [Arg]) -> Options<'a> {
+        Options { rest, seen: 0 }
+    }
+
+    /// The next option name (one of `known`, at most 32) and its value. Options of one group
+    /// (`EX` and `PX`) exclude each other.
     pub fn next(
         &mut self,
         known: &[&'static str],
@@ -78,17 +111,23 @@ impl<'a> Options<'a> {
             return Ok(None);
         };
         let name = name.as_slice();
-        let opt = known
+        let index = known
             .iter()
-            .copied()
-            .find(|k| k.eq_ignore_ascii_case_bytes(name))
+            .position(|k| k.as_bytes().eq_ignore_ascii_case(name))
             .ok_or(CacheError::Syntax)?;
+        let opt = known[index];
         let (value, rest) = rest.split_first().ok_or(CacheError::Syntax)?;
         let group = group_of(opt);
-        if self.seen.contains(&group) {
+        // One bit per group: the first option of the group in `known` names it.
+        let bit = 1u32
+            << known
+                .iter()
+                .position(|k| group_of(k) == group)
+                .unwrap_or(index);
+        if self.seen & bit != 0 {
             return Err(CacheError::Repeated(group));
         }
-        self.seen.push(group);
+        self.seen |= bit;
         self.rest = rest;
         Ok(Some((opt, value.as_slice())))
     }
@@ -99,16 +138,6 @@ fn group_of(opt: &'static str) -> &'static str {
     match opt {
         "EX" | "PX" => "EX/PX",
         other => other,
-    }
-}
-
-trait EqIgnoreCase {
-    fn eq_ignore_ascii_case_bytes(&self, other: &[u8]) -> bool;
-}
-
-impl EqIgnoreCase for &str {
-    fn eq_ignore_ascii_case_bytes(&self, other: &[u8]) -> bool {
-        self.as_bytes().eq_ignore_ascii_case(other)
     }
 }
 

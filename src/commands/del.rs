@@ -1,14 +1,15 @@
 //! `CACHE.DEL key [key ...]`: removes entries, revoking their leases. Reply: how many
 //! existed. A key of another type is an error and nothing is deleted.
 
-use redis_module::{Context, RedisResult, RedisString, RedisValue};
+use super::args::Arg;
+use redis_module::{Context, RedisResult, RedisValue};
 
 use super::{open_entry, open_entry_writable};
 use crate::error::CacheError;
 use crate::stats;
-use crate::storage::ids;
+use crate::storage::replicate;
 
-pub fn run(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     if args.len() < 2 {
         return Err(CacheError::Arity("cache.del").into());
     }
@@ -17,22 +18,18 @@ pub fn run(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     for name in names {
         open_entry(ctx, name)?;
     }
-    let now = ids::now_ms();
-    let mut deleted: Vec<&RedisString> = Vec::new();
+    let mut deleted: Vec<&Arg> = Vec::new();
     for name in names {
         let (key, exists) = open_entry_writable(ctx, name)?;
         if !exists {
             continue;
-        }
-        if key.entry().is_some_and(|e| e.active_lease(now).is_some()) {
-            stats::LEASES_REVOKED.incr();
         }
         key.delete();
         deleted.push(name);
     }
     if !deleted.is_empty() {
         stats::DELETES.add(deleted.len() as u64);
-        ctx.replicate("DEL", deleted.as_slice());
+        replicate::deleted(ctx, &deleted);
     }
     Ok(RedisValue::Integer(deleted.len() as i64))
 }

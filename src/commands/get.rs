@@ -1,7 +1,8 @@
 //! `CACHE.GET key`: the value while the entry has one (fresh or in grace), else nil.
 //! No early refresh, no lease.
 
-use redis_module::{Context, RedisResult, RedisString, RedisValue};
+use super::args::Arg;
+use redis_module::{Context, RedisResult, RedisValue};
 
 use super::{open_entry, reply};
 use crate::core::entry::Freshness;
@@ -9,8 +10,8 @@ use crate::error::CacheError;
 use crate::stats;
 use crate::storage::ids::now_ms;
 
-pub fn run(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    let [_, name] = args.as_slice() else {
+pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let [_, name] = args else {
         return Err(CacheError::Arity("cache.get").into());
     };
     let key = open_entry(ctx, name)?;

@@ -4,9 +4,11 @@
 //! per key. Reply `[value or nil, status, token or nil]`. Never blocks. A read that grants no
 //! lease changes nothing and replicates nothing; a lease grant replicates the lease.
 
-use redis_module::{Context, RedisResult, RedisString, RedisValue};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use redis_module::{Context, RedisResult, RedisValue};
 
-use super::args::{parse_beta, parse_positive_ms, Options};
+use super::args::{parse_beta, parse_positive_ms, Arg, Options};
 use super::{open_entry, open_entry_writable, reply};
 use crate::config;
 use crate::core::entry::{Entry, Lease};
@@ -15,8 +17,8 @@ use crate::error::CacheError;
 use crate::stats;
 use crate::storage::{ids, replicate};
 
-pub fn run(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    let [_, name, opts @ ..] = args.as_slice() else {
+pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let [_, name, opts @ ..] = args else {
         return Err(CacheError::Arity("cache.getx").into());
     };
     let mut beta = None;
@@ -40,8 +42,7 @@ pub fn run(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let decision = {
         let key = open_entry(ctx, name)?;
         let entry = key.as_ref().and_then(|k| k.entry());
-        let u = 1.0 - rand::random::<f64>(); // uniform in (0, 1]
-        let decision = decide(entry.as_deref(), now, beta, u);
+        let decision = decide(entry.as_deref(), now, beta, uniform_open0_closed1);
         if !decision.grant {
             count(decision);
             reply::triple(
@@ -76,8 +77,8 @@ pub fn run(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         }
         None => {
             let e = Entry::pending(lease);
-            replicate::entry_written(ctx, name, &e);
-            key.store(e);
+            replicate::entry_written(ctx, name, &e, None);
+            key.store(e, false);
             reply::triple(ctx, None, decision.status, Some(token));
         }
     }
@@ -96,4 +97,14 @@ fn count(d: Decision) {
         Status::Locked => stats::LOCKED.incr(),
         Status::Timeout => stats::LOCKGET_TIMEOUTS.incr(),
     }
+}
+
+thread_local! {
+    /// A fast generator for the XFetch draw, seeded once from the OS-seeded thread RNG.
+    static RNG: std::cell::RefCell<SmallRng> = std::cell::RefCell::new(SmallRng::from_rng(&mut rand::rng()));
+}
+
+/// U uniform in (0, 1], as XFetch needs (ln U must be finite).
+fn uniform_open0_closed1() -> f64 {
+    1.0 - RNG.with(|r| r.borrow_mut().random::<f64>())
 }

@@ -5,15 +5,16 @@
 //! `delta-ms`, `version`, `lease-token`, `lease-granted-ms`, `lease-expires-ms` (nil without a
 //! lease, including an expired one still recorded), `tags` (array).
 
-use redis_module::{Context, RedisResult, RedisString, RedisValue};
+use super::args::Arg;
+use redis_module::{Context, RedisResult, RedisValue};
 
 use super::open_entry;
 use crate::core::entry::NEVER;
 use crate::error::CacheError;
 use crate::storage::ids;
 
-pub fn run(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    let [_, name] = args.as_slice() else {
+pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let [_, name] = args else {
         return Err(CacheError::Arity("cache.inspect").into());
     };
     let key = open_entry(ctx, name)?;

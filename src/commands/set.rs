@@ -4,12 +4,12 @@
 //! is a fill, stored only while that lease is current; without, it is authoritative and
 //! revokes any outstanding lease. Reply: the new version, or nil when a fill is refused.
 
-use redis_module::{Context, RedisResult, RedisString, RedisValue};
+use redis_module::{Context, RedisResult, RedisValue};
 
-use super::args::{parse_ex, parse_nonneg_ms, parse_positive_ms, parse_token, Options};
+use super::args::{parse_ex, parse_nonneg_ms, parse_positive_ms, parse_token, Arg, Options};
 use super::open_entry_writable;
 use crate::config;
-use crate::core::entry::{decide_write, LeaseEffect, Write, NEVER};
+use crate::core::entry::{copy_value, decide_write, LeaseEffect, Write, NEVER};
 use crate::error::CacheError;
 use crate::stats;
 use crate::storage::{ids, replicate};
@@ -21,7 +21,7 @@ pub struct WriteArgs {
 
 /// Parses `(EX s | PX ms) [GRACE ms] [DELTA ms] [TOKEN token]`; `ttl_required` for CACHE.SET.
 pub fn parse_write_options(
-    opts: &[RedisString],
+    opts: &[Arg],
     ttl_required: bool,
     now: i64,
 ) -> Result<WriteArgs, CacheError> {
@@ -64,13 +64,13 @@ pub fn parse_write_options(
     })
 }
 
-pub fn run(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    let [_, name, value, opts @ ..] = args.as_slice() else {
+pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let [_, name, value, opts @ ..] = args else {
         return Err(CacheError::Arity("cache.set").into());
     };
     let now = ids::now_ms();
     let WriteArgs { write } = parse_write_options(opts, true, now)?;
-    match store(ctx, name, value.as_slice(), &write, now)? {
+    match store(ctx, name, value, &write, now)? {
         Some(version) => Ok(RedisValue::Integer(version as i64)),
         None => Ok(RedisValue::Null),
     }
@@ -80,8 +80,8 @@ pub fn run(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// Shared by every command that writes a value.
 pub fn store(
     ctx: &Context,
-    name: &RedisString,
-    value: &[u8],
+    name: &Arg,
+    value: &Arg,
     write: &Write,
     now: i64,
 ) -> Result<Option<u64>, CacheError> {
@@ -97,20 +97,28 @@ pub fn store(
     match plan.lease_effect {
         LeaseEffect::Filled => stats::LEASES_FILLED.incr(),
         LeaseEffect::Revoked => stats::LEASES_REVOKED.incr(),
+        // A lease that ran out unfilled, dropped now by this write.
+        LeaseEffect::None if existing.as_ref().is_some_and(|e| e.lease.is_some()) => {
+            stats::LEASES_EXPIRED.incr()
+        }
         LeaseEffect::None => {}
     }
-    let mut owned = Vec::new();
-    owned
-        .try_reserve_exact(value.len())
-        .map_err(|_| CacheError::Internal)?;
-    owned.extend_from_slice(value);
-    let tags = existing
-        .map(|e| std::mem::take(&mut e.tags))
-        .unwrap_or_default();
     let version = ids::next_id(now);
-    let entry = plan.into_entry(owned, version, tags);
-    replicate::entry_written(ctx, name, &entry);
-    key.store(entry);
+    let bytes = value.as_slice();
+    match existing {
+        Some(e) => {
+            e.overwrite(plan, bytes, version)
+                .map_err(|_| CacheError::Internal)?;
+            replicate::entry_written(ctx, name, e, Some(value));
+            key.set_expiry(e.key_expires_at());
+        }
+        None => {
+            let owned = copy_value(bytes).map_err(|_| CacheError::Internal)?;
+            let entry = plan.into_entry(owned, version, Vec::new());
+            replicate::entry_written(ctx, name, &entry, Some(value));
+            key.store(entry, false);
+        }
+    }
     stats::WRITES.incr();
     Ok(Some(version))
 }

@@ -222,6 +222,42 @@ impl WritePlan {
     }
 }
 
+impl Entry {
+    /// Applies a write in place, reusing the value's buffer when it fits (an overwrite of a
+    /// hot key then allocates nothing). Tags are kept; the lease is gone (filled or revoked).
+    pub fn overwrite(
+        &mut self,
+        plan: WritePlan,
+        value: &[u8],
+        version: u64,
+    ) -> Result<(), std::collections::TryReserveError> {
+        match &mut self.value {
+            // Reuse unless the old buffer is much larger than needed (then give memory back).
+            Some(buf)
+                if buf.capacity() >= value.len() && buf.capacity() <= 2 * value.len() + 64 =>
+            {
+                buf.clear();
+                buf.extend_from_slice(value);
+            }
+            slot => *slot = Some(copy_value(value)?),
+        }
+        self.fresh_until_ms = plan.fresh_until_ms;
+        self.grace_ms = plan.grace_ms;
+        self.delta_ms = plan.delta_ms;
+        self.version = version;
+        self.lease = None;
+        Ok(())
+    }
+}
+
+/// Copies a value, failing instead of aborting when memory cannot be had.
+pub fn copy_value(value: &[u8]) -> Result<Vec<u8>, std::collections::TryReserveError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(value.len())?;
+    v.extend_from_slice(value);
+    Ok(v)
+}
+
 /// `CACHE.RELEASE`: gives the lease up when `token` is the current active lease.
 pub fn release(entry: &mut Entry, token: u64, now: i64) -> bool {
     match entry.active_lease(now) {
@@ -357,6 +393,27 @@ mod tests {
             0,
         );
         assert_eq!(never.unwrap().fresh_until_ms, NEVER);
+    }
+
+    #[test]
+    fn overwrite_in_place_keeps_tags_and_drops_the_lease() {
+        let mut e = entry(100, 0);
+        e.tags = vec![b"t".to_vec()];
+        e.lease = Some(lease(5, 0, 50));
+        let plan = decide_write(Some(&e), &write(Some(5), None), 10, 0).unwrap();
+        e.overwrite(plan, b"new", 77).unwrap();
+        assert_eq!(e.value.as_deref(), Some(&b"new"[..]));
+        assert_eq!((e.version, e.delta_ms, e.fresh_until_ms), (77, 10, 1010));
+        assert_eq!(e.tags, vec![b"t".to_vec()]);
+        assert!(e.lease.is_none());
+        let big = vec![7u8; 10_000];
+        let plan = decide_write(Some(&e), &write(None, None), 10, 0).unwrap();
+        e.overwrite(plan.clone(), &big, 78).unwrap();
+        e.overwrite(plan, b"x", 79).unwrap();
+        assert!(
+            e.value.as_ref().unwrap().capacity() < 1000,
+            "shrinks a much larger buffer"
+        );
     }
 
     #[test]

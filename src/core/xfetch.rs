@@ -49,8 +49,19 @@ pub fn xfetch_elects(now: i64, fresh_until: i64, delta_ms: i64, beta: f64, u: f6
     -(delta_ms as f64) * beta * u.ln() >= gap
 }
 
-/// Decides a GETX read of `entry` (None: the key does not exist) at `now`.
-pub fn decide(entry: Option<&Entry>, now: i64, beta: f64, u: f64) -> Decision {
+/// `-ln(u)` never exceeds this for a 53-bit uniform `u` in (0, 1] (`-ln(2^-53)` = 36.7).
+const MAX_NEG_LN_U: f64 = 37.0;
+
+/// True when no draw of `u` could elect a caller now: the draw (and its logarithm) is
+/// skipped on the common path, far from expiry.
+pub fn election_impossible(now: i64, fresh_until: i64, delta_ms: i64, beta: f64) -> bool {
+    let gap = (fresh_until as f64) - (now as f64);
+    gap > (delta_ms.max(0) as f64) * beta * MAX_NEG_LN_U
+}
+
+/// Decides a GETX read of `entry` (None: the key does not exist) at `now`. `draw` gives U,
+/// uniform in (0, 1]; it is called only when an early refresh is possible.
+pub fn decide(entry: Option<&Entry>, now: i64, beta: f64, draw: impl FnOnce() -> f64) -> Decision {
     let Some(e) = entry else {
         return Decision {
             status: Status::Miss,
@@ -76,7 +87,9 @@ pub fn decide(entry: Option<&Entry>, now: i64, beta: f64, u: f64) -> Decision {
             grant: false,
         },
         Freshness::Fresh => {
-            if xfetch_elects(now, e.fresh_until_ms, e.delta_ms, beta, u) {
+            if !election_impossible(now, e.fresh_until_ms, e.delta_ms, beta)
+                && xfetch_elects(now, e.fresh_until_ms, e.delta_ms, beta, draw())
+            {
                 Decision {
                     status: Status::Refresh,
                     grant: true,
@@ -124,16 +137,22 @@ mod tests {
     #[test]
     fn every_status_path() {
         let fresh = entry(1000, 500, 0);
-        assert_eq!(decide(None, 0, 1.0, 0.5), d(Status::Miss, true));
-        assert_eq!(decide(Some(&fresh), 10, 1.0, 0.5), d(Status::Hit, false));
-        assert_eq!(decide(Some(&fresh), 1200, 1.0, 0.5), d(Status::Stale, true));
+        assert_eq!(decide(None, 0, 1.0, || 0.5), d(Status::Miss, true));
+        assert_eq!(decide(Some(&fresh), 10, 1.0, || 0.5), d(Status::Hit, false));
         assert_eq!(
-            decide(Some(&leased(fresh.clone(), 2000)), 1200, 1.0, 0.5),
+            decide(Some(&fresh), 1200, 1.0, || 0.5),
+            d(Status::Stale, true)
+        );
+        assert_eq!(
+            decide(Some(&leased(fresh.clone(), 2000)), 1200, 1.0, || 0.5),
             d(Status::Stale, false)
         );
-        assert_eq!(decide(Some(&fresh), 1500, 1.0, 0.5), d(Status::Miss, true));
         assert_eq!(
-            decide(Some(&leased(fresh.clone(), 2000)), 1500, 1.0, 0.5),
+            decide(Some(&fresh), 1500, 1.0, || 0.5),
+            d(Status::Miss, true)
+        );
+        assert_eq!(
+            decide(Some(&leased(fresh.clone(), 2000)), 1500, 1.0, || 0.5),
             d(Status::Locked, false)
         );
         let pending = Entry::pending(Lease {
@@ -142,11 +161,11 @@ mod tests {
             expires_ms: 100,
         });
         assert_eq!(
-            decide(Some(&pending), 50, 1.0, 0.5),
+            decide(Some(&pending), 50, 1.0, || 0.5),
             d(Status::Locked, false)
         );
         assert_eq!(
-            decide(Some(&pending), 100, 1.0, 0.5),
+            decide(Some(&pending), 100, 1.0, || 0.5),
             d(Status::Miss, true),
             "lease ran out"
         );
@@ -156,13 +175,13 @@ mod tests {
     fn early_refresh_near_expiry_only_without_a_lease() {
         let e = entry(1000, 0, 100);
         // 10 ms before expiry, delta 100: -100 * ln(0.5) = 69 >= 10 -> elected.
-        assert_eq!(decide(Some(&e), 990, 1.0, 0.5), d(Status::Refresh, true));
+        assert_eq!(decide(Some(&e), 990, 1.0, || 0.5), d(Status::Refresh, true));
         // Far from expiry: not elected even with a small u.
-        assert_eq!(decide(Some(&e), 0, 1.0, 0.5), d(Status::Hit, false));
+        assert_eq!(decide(Some(&e), 0, 1.0, || 0.5), d(Status::Hit, false));
         // u = 1 never elects before expiry.
-        assert_eq!(decide(Some(&e), 999, 1.0, 1.0), d(Status::Hit, false));
+        assert_eq!(decide(Some(&e), 999, 1.0, || 1.0), d(Status::Hit, false));
         assert_eq!(
-            decide(Some(&leased(e, 2000)), 990, 1.0, 0.5),
+            decide(Some(&leased(e, 2000)), 990, 1.0, || 0.5),
             d(Status::Hit, false)
         );
     }
@@ -176,6 +195,20 @@ mod tests {
             !xfetch_elects(0, 1000, 0, 100.0, 0.000_001),
             "delta 0 never refreshes early"
         );
+    }
+
+    #[test]
+    fn the_draw_is_skipped_only_when_no_draw_could_elect() {
+        let e = entry(1_000_000, 0, 100);
+        assert_eq!(
+            decide(Some(&e), 0, 1.0, || panic!("no draw needed")),
+            d(Status::Hit, false)
+        );
+        // Just inside the bound, the smallest u elects.
+        let now = 1_000_000 - 3_600;
+        assert!(!election_impossible(now, 1_000_000, 100, 1.0));
+        assert!(xfetch_elects(now, 1_000_000, 100, 1.0, f64::EPSILON / 2.0));
+        assert!(election_impossible(1_000_000 - 3_701, 1_000_000, 100, 1.0));
     }
 
     #[test]

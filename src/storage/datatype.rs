@@ -14,6 +14,7 @@ use redis_module::raw;
 use super::ids;
 use crate::core::codec::{self, ValueSlot};
 use crate::core::entry::Entry;
+use crate::stats;
 
 /// RDB encoding version of the type (the codec format inside is versioned as well).
 pub const ENCODING_VERSION: i32 = 1;
@@ -41,7 +42,7 @@ pub static CACHE_TYPE: RedisType = RedisType::new(
         aux_save2: None,
         aux_save_triggers: 0,
         free_effort: None,
-        unlink: None,
+        unlink: Some(unlink),
         copy: Some(copy),
         defrag: None,
         copy2: None,
@@ -155,6 +156,27 @@ unsafe extern "C" fn aof_rewrite(
                 header.as_ptr().cast::<c_char>(),
                 header.len(),
             ),
+        }
+    })
+}
+
+/// Frees an entry that Redis no longer holds (one replaced through `ReplaceValue`).
+pub fn free_entry(value: *mut Entry) {
+    // SAFETY: `value` came from `into_raw` and Redis gave up its pointer to it.
+    unsafe { free(value.cast::<c_void>()) }
+}
+
+/// A key leaves the keyspace (DEL, UNLINK, expiry, eviction, overwrite by another command):
+/// its outstanding lease is revoked, or had already run out unfilled. Counted here because
+/// these paths never pass through a CACHE command.
+unsafe extern "C" fn unlink(_key: *mut raw::RedisModuleString, value: *const c_void) {
+    guarded((), || {
+        if let Some(lease) = (*value.cast::<Entry>()).lease.as_ref() {
+            if lease.is_active(ids::now_ms()) {
+                stats::LEASES_REVOKED.incr();
+            } else {
+                stats::LEASES_EXPIRED.incr();
+            }
         }
     })
 }

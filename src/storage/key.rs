@@ -4,9 +4,10 @@
 use std::os::raw::c_void;
 use std::ptr::NonNull;
 
-use redis_module::{raw, Context, RedisString};
+use redis_module::{raw, Context};
 
 use super::datatype::{self, CACHE_TYPE};
+use crate::commands::args::Arg;
 use crate::core::entry::Entry;
 
 pub enum Kind {
@@ -22,14 +23,14 @@ pub struct Key {
 impl Key {
     /// Opens `name` for reading, or reading and writing. `None` only when Redis returns no
     /// handle (a read of a missing key).
-    pub fn open(ctx: &Context, name: &RedisString, write: bool) -> Option<Key> {
+    pub fn open(ctx: &Context, name: &Arg, write: bool) -> Option<Key> {
         let mode = if write {
             raw::KeyMode::READ | raw::KeyMode::WRITE
         } else {
             raw::KeyMode::READ
         };
         // SAFETY: ctx and name are live for the duration of the command.
-        let ptr = unsafe { raw::RedisModule_OpenKey.unwrap()(ctx.ctx, name.inner, mode.bits()) };
+        let ptr = unsafe { raw::RedisModule_OpenKey.unwrap()(ctx.ctx, name.raw(), mode.bits()) };
         NonNull::new(ptr.cast::<raw::RedisModuleKey>()).map(|inner| Key { inner })
     }
 
@@ -62,18 +63,25 @@ impl Key {
         }
     }
 
-    /// Stores `entry` (replacing and freeing any previous value) and sets the key's expiry
-    /// from the entry.
-    pub fn store(&self, entry: Entry) {
+    /// Stores `entry` and sets the key's expiry from it. `replace` says the key already holds
+    /// an entry: it is swapped in place (the old one freed here), which Redis does not treat
+    /// as a delete of the key (no unlink callback, no lease counted as revoked).
+    pub fn store(&self, entry: Entry, replace: bool) {
         let expires = entry.key_expires_at();
-        let ptr = datatype::into_raw(entry);
-        // SAFETY: the key is open for writing and is empty or of our type (checked by callers).
+        let ptr = datatype::into_raw(entry).cast::<c_void>();
+        let mt = *CACHE_TYPE.raw_type.borrow();
+        // SAFETY: the key is open for writing; it is empty (set) or holds our type (replace),
+        // as the callers checked with `kind()`.
         unsafe {
-            raw::RedisModule_ModuleTypeSetValue.unwrap()(
-                self.raw(),
-                *CACHE_TYPE.raw_type.borrow(),
-                ptr.cast::<c_void>(),
-            );
+            if replace {
+                let mut old: *mut c_void = std::ptr::null_mut();
+                raw::RedisModule_ModuleTypeReplaceValue.unwrap()(self.raw(), mt, ptr, &mut old);
+                if !old.is_null() {
+                    datatype::free_entry(old.cast::<Entry>());
+                }
+            } else {
+                raw::RedisModule_ModuleTypeSetValue.unwrap()(self.raw(), mt, ptr);
+            }
         }
         self.set_expiry(expires);
     }
