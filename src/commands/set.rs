@@ -29,10 +29,14 @@ pub fn parse_write_options(
     let mut grace_ms = None;
     let mut delta_ms = None;
     let mut token = None;
+    let mut ex_given = false;
     let mut it = Options::new(opts);
     while let Some((opt, v)) = it.next(&["EX", "PX", "GRACE", "DELTA", "TOKEN"])? {
         match opt {
-            "EX" => ttl_ms = Some(parse_ex(v)?),
+            "EX" => {
+                ttl_ms = Some(parse_ex(v)?);
+                ex_given = true;
+            }
             "PX" => ttl_ms = Some(parse_positive_ms(v, "PX")?),
             "GRACE" => grace_ms = Some(parse_nonneg_ms(v, "GRACE")?),
             "DELTA" => delta_ms = Some(parse_nonneg_ms(v, "DELTA")?),
@@ -45,13 +49,13 @@ pub fn parse_write_options(
     let grace_ms = grace_ms.unwrap_or_else(config::grace_ms);
     // fresh_until + grace must stay a real instant, below the "never" marker.
     if let Some(ttl) = ttl_ms {
-        let end = now.checked_add(ttl).and_then(|t| t.checked_add(grace_ms));
-        if end.is_none_or(|e| e == NEVER) {
-            return Err(CacheError::InvalidTime(if grace_ms > 0 {
-                "GRACE"
-            } else {
-                "EX/PX"
-            }));
+        let ttl_opt = if ex_given { "EX" } else { "PX" };
+        let fresh_until = now
+            .checked_add(ttl)
+            .ok_or(CacheError::InvalidTime(ttl_opt))?;
+        match fresh_until.checked_add(grace_ms) {
+            Some(end) if end != NEVER => {}
+            _ => return Err(CacheError::InvalidTime("GRACE")),
         }
     }
     Ok(WriteArgs {

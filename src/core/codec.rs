@@ -14,6 +14,7 @@
 //! payload is an error, never an over-allocation or a panic.
 
 use super::entry::{Entry, Lease};
+use super::version::is_valid_id;
 
 pub const FORMAT: u8 = 1;
 const HAS_VALUE: u8 = 1;
@@ -132,12 +133,19 @@ pub fn decode_header(buf: &[u8]) -> Result<(Entry, ValueSlot), CodecError> {
     if grace_ms < 0 || delta_ms < 0 {
         return Err(CodecError::Invalid("negative grace or delta"));
     }
+    if !is_valid_id(version) {
+        return Err(CodecError::Invalid("version out of range"));
+    }
     let lease = if flags & HAS_LEASE != 0 {
-        Some(Lease {
+        let lease = Lease {
             token: r.u64()?,
             granted_ms: r.i64()?,
             expires_ms: r.i64()?,
-        })
+        };
+        if lease.token == 0 || !is_valid_id(lease.token) {
+            return Err(CodecError::Invalid("lease token out of range"));
+        }
+        Some(lease)
     } else {
         None
     };
@@ -250,6 +258,16 @@ mod tests {
         let n = buf.len();
         buf[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode_header(&buf), Err(CodecError::Truncated));
+        // Ids out of range would pin the id clock.
+        let mut buf = encode_header(&plain, false);
+        buf[26..34].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(
+            decode_header(&buf),
+            Err(CodecError::Invalid("version out of range"))
+        );
+        let mut leased = sample();
+        leased.lease.as_mut().unwrap().token = 1 << 62;
+        assert!(decode_header(&encode_header(&leased, false)).is_err());
         // Negative grace.
         let mut buf = encode_header(&plain, false);
         buf[10..18].copy_from_slice(&(-1i64).to_le_bytes());

@@ -1,16 +1,26 @@
 //! Versions and lease tokens: one hybrid logical clock per server.
 //!
-//! Each id is `max(last + 1, now_ms << 20)`: strictly increasing while the server runs, and
-//! ahead of every id issued before a restart as long as the wall clock moved forward (2^20 ids
+//! Each id is `max(last + 1, now_ms << 16)`: strictly increasing while the server runs, and
+//! ahead of every id issued before a restart as long as the wall clock moved forward (65536 ids
 //! per millisecond is more than Redis can issue). Every id the server sees in data it loads or
 //! receives from its primary is fed to `observe`, so a restarted server or a promoted replica
 //! never issues an id it has already seen, whatever its clock says.
 
-/// How far the millisecond clock is shifted: leaves 2^20 ids per millisecond.
-pub const CLOCK_SHIFT: u32 = 20;
+/// How far the millisecond clock is shifted: leaves 2^16 ids per millisecond.
+pub const CLOCK_SHIFT: u32 = 16;
 
 /// The largest id: keeps ids positive as signed 64-bit integers (RESP integers).
 pub const MAX_ID: u64 = i64::MAX as u64;
+
+/// Ids from outside (RDB, RESTORE, the primary) must be below this: 2^62 is two thousand years
+/// of clock ahead of today's ids, and leaves the clock 2^62 ids of room above any id it
+/// accepts, so a crafted id can never pin it at its maximum.
+pub const ID_LIMIT: u64 = 1 << 62;
+
+/// Whether an id from outside is one this clock could have issued.
+pub fn is_valid_id(id: u64) -> bool {
+    id < ID_LIMIT
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct IdClock {
@@ -33,8 +43,11 @@ impl IdClock {
     }
 
     /// Records an id issued elsewhere (loaded from RDB/AOF, replicated from a primary).
+    /// Ids at or above `ID_LIMIT` are refused by the codec and ignored here.
     pub fn observe(&mut self, id: u64) {
-        self.last = self.last.max(id);
+        if is_valid_id(id) {
+            self.last = self.last.max(id);
+        }
     }
 
     pub fn last(&self) -> u64 {
@@ -80,7 +93,24 @@ mod tests {
     fn ids_fit_in_a_signed_integer() {
         let mut c = IdClock::new();
         assert!(c.next(i64::MAX) <= MAX_ID);
+    }
+
+    #[test]
+    fn out_of_range_ids_cannot_pin_the_clock() {
+        let mut c = IdClock::new();
+        c.observe(u64::MAX);
         c.observe(MAX_ID);
-        assert_eq!(c.next(0), MAX_ID);
+        c.observe(ID_LIMIT);
+        let a = c.next(1_000);
+        assert!(c.next(1_000) > a);
+        c.observe(ID_LIMIT - 1);
+        let b = c.next(0);
+        assert!(c.next(0) > b && b < MAX_ID);
+    }
+
+    #[test]
+    fn today_is_far_below_the_limit() {
+        // 2026 in ms, shifted: about 2^57, a 32nd of the limit.
+        assert!(1_800_000_000_000u64 << CLOCK_SHIFT < ID_LIMIT / 32);
     }
 }
