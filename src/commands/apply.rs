@@ -1,12 +1,15 @@
 //! `CACHE.APPLY key header [value]` (internal): stores an entry exactly as recorded. This is
 //! the effect that writes replicate and that AOF rewrite emits; it carries absolute times and
 //! the ids issued, so replaying it is deterministic. Not meant for applications.
+//!
+//! A record from AOF rewrite leaves the key's TTL alone: Redis writes the key's own expiry
+//! after it, so a `PERSIST` or `PEXPIRE` the user made survives the rewrite.
 
 use super::args::Arg;
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::open_entry_writable;
-use crate::core::codec::{decode_header, ValueSlot};
+use crate::core::codec::{decode_header, Header, ValueSlot};
 use crate::error::CacheError;
 use crate::storage::datatype::observe_ids;
 
@@ -16,8 +19,11 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
         [_, name, header, value] => (name, header, Some(value)),
         _ => return Err(CacheError::Arity("cache.apply").into()),
     };
-    let (mut entry, slot) =
-        decode_header(header.as_slice()).map_err(|e| CacheError::BadRecord(e.to_string()))?;
+    let Header {
+        mut entry,
+        value: slot,
+        keep_ttl,
+    } = decode_header(header.as_slice()).map_err(|e| CacheError::BadRecord(e.to_string()))?;
     let (key, exists) = open_entry_writable(ctx, name)?;
     entry.value = match (slot, value) {
         (ValueSlot::Present, Some(v)) => Some(v.as_slice().to_vec()),
@@ -29,7 +35,7 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
         _ => return Err(CacheError::BadRecord("value does not match the header".into()).into()),
     };
     observe_ids(&entry);
-    key.store(entry, exists);
+    key.store(entry, exists, !keep_ttl);
     ctx.replicate_verbatim();
     Ok(RedisValue::SimpleStringStatic("OK"))
 }

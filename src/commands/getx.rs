@@ -78,7 +78,7 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
         None => {
             let e = Entry::pending(lease);
             replicate::entry_written(ctx, name, &e, None);
-            key.store(e, false);
+            key.store(e, false, true);
             reply::triple(ctx, None, decision.status, Some(token));
         }
     }

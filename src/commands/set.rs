@@ -120,7 +120,7 @@ pub fn store(
             let owned = copy_value(bytes).map_err(|_| CacheError::Internal)?;
             let entry = plan.into_entry(owned, version, Vec::new());
             replicate::entry_written(ctx, name, &entry, Some(value));
-            key.store(entry, false);
+            key.store(entry, false, true);
         }
     }
     stats::WRITES.incr();

@@ -5,7 +5,8 @@
 //! Layout (little-endian), format 1:
 //! ```text
 //! u8  format (1)
-//! u8  flags: 1 = has value, 2 = has lease, 4 = keep the value already stored (effects only)
+//! u8  flags: 1 = has value, 2 = has lease, 4 = keep the value already stored (effects only),
+//!            8 = leave the key's TTL alone (AOF rewrite: Redis writes the key's own expiry next)
 //! i64 fresh_until_ms   i64 grace_ms   i64 delta_ms   u64 version
 //! [u64 token  i64 granted_ms  i64 expires_ms]          if has lease
 //! u32 tag count, then per tag: u32 length, bytes
@@ -20,7 +21,8 @@ pub const FORMAT: u8 = 1;
 const HAS_VALUE: u8 = 1;
 const HAS_LEASE: u8 = 2;
 const KEEP_VALUE: u8 = 4;
-const KNOWN_FLAGS: u8 = HAS_VALUE | HAS_LEASE | KEEP_VALUE;
+const KEEP_TTL: u8 = 8;
+const KNOWN_FLAGS: u8 = HAS_VALUE | HAS_LEASE | KEEP_VALUE | KEEP_TTL;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CodecError {
@@ -56,6 +58,17 @@ pub enum ValueSlot {
 
 /// Encodes the entry's metadata; `keep_value` marks an effect that leaves the value alone.
 pub fn encode_header(e: &Entry, keep_value: bool) -> Vec<u8> {
+    encode(e, keep_value, false)
+}
+
+/// The header of an AOF rewrite record: replaying it must not set the key's TTL, because the
+/// rewrite follows it with the key's own expiry (`PEXPIREAT`), or with nothing when the user
+/// removed it (`PERSIST`).
+pub fn encode_aof_header(e: &Entry) -> Vec<u8> {
+    encode(e, false, true)
+}
+
+fn encode(e: &Entry, keep_value: bool, keep_ttl: bool) -> Vec<u8> {
     let tag_bytes: usize = e.tags.iter().map(|t| 4 + t.len()).sum();
     let mut out = Vec::with_capacity(2 + 32 + 24 + 4 + tag_bytes);
     let mut flags = 0;
@@ -64,6 +77,9 @@ pub fn encode_header(e: &Entry, keep_value: bool) -> Vec<u8> {
     }
     if e.lease.is_some() {
         flags |= HAS_LEASE;
+    }
+    if keep_ttl {
+        flags |= KEEP_TTL;
     }
     out.push(FORMAT);
     out.push(flags);
@@ -115,8 +131,17 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A decoded header: the entry without its value, where the value comes from, and whether the
+/// key's TTL is to be left alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub entry: Entry,
+    pub value: ValueSlot,
+    pub keep_ttl: bool,
+}
+
 /// Decodes a header into an entry without its value, and says where the value comes from.
-pub fn decode_header(buf: &[u8]) -> Result<(Entry, ValueSlot), CodecError> {
+pub fn decode_header(buf: &[u8]) -> Result<Header, CodecError> {
     let mut r = Reader { buf };
     let format = r.u8()?;
     if format != FORMAT {
@@ -179,7 +204,11 @@ pub fn decode_header(buf: &[u8]) -> Result<(Entry, ValueSlot), CodecError> {
         tags,
         lease,
     };
-    Ok((entry, slot))
+    Ok(Header {
+        entry,
+        value: slot,
+        keep_ttl: flags & KEEP_TTL != 0,
+    })
 }
 
 #[cfg(test)]
@@ -205,8 +234,9 @@ mod tests {
     #[test]
     fn round_trips_every_field() {
         let e = sample();
-        let (mut back, slot) = decode_header(&encode_header(&e, false)).unwrap();
-        assert_eq!(slot, ValueSlot::Present);
+        let h = decode_header(&encode_header(&e, false)).unwrap();
+        assert_eq!((h.value, h.keep_ttl), (ValueSlot::Present, false));
+        let mut back = h.entry;
         back.value = e.value.clone();
         assert_eq!(back, e);
 
@@ -216,12 +246,16 @@ mod tests {
             tags: vec![],
             ..sample()
         };
-        let (back, slot) = decode_header(&encode_header(&pending, false)).unwrap();
-        assert_eq!(slot, ValueSlot::None);
-        assert_eq!(back, pending);
+        let h = decode_header(&encode_header(&pending, false)).unwrap();
+        assert_eq!(h.value, ValueSlot::None);
+        assert_eq!(h.entry, pending);
 
-        let (_, slot) = decode_header(&encode_header(&e, true)).unwrap();
-        assert_eq!(slot, ValueSlot::Keep);
+        assert_eq!(
+            decode_header(&encode_header(&e, true)).unwrap().value,
+            ValueSlot::Keep
+        );
+        let h = decode_header(&encode_aof_header(&e)).unwrap();
+        assert_eq!((h.value, h.keep_ttl), (ValueSlot::Present, true));
     }
 
     #[test]

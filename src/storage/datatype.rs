@@ -100,9 +100,18 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
         let Some(header) = load_bytes(rdb) else {
             return ptr::null_mut();
         };
-        let Ok((mut entry, slot)) = codec::decode_header(&header) else {
+        let Ok(codec::Header {
+            mut entry,
+            value: slot,
+            keep_ttl,
+        }) = codec::decode_header(&header)
+        else {
             return ptr::null_mut();
         };
+        if keep_ttl {
+            // An AOF-only marker: never part of a saved value.
+            return ptr::null_mut();
+        }
         match slot {
             ValueSlot::None => {}
             ValueSlot::Present => match load_bytes(rdb) {
@@ -134,7 +143,7 @@ unsafe extern "C" fn aof_rewrite(
 ) {
     guarded((), || {
         let entry = &*value.cast::<Entry>();
-        let header = codec::encode_header(entry, false);
+        let header = codec::encode_aof_header(entry);
         let emit = raw::RedisModule_EmitAOF.unwrap();
         let cmd = c"CACHE.APPLY".as_ptr();
         match &entry.value {

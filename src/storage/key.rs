@@ -63,10 +63,11 @@ impl Key {
         }
     }
 
-    /// Stores `entry` and sets the key's expiry from it. `replace` says the key already holds
-    /// an entry: it is swapped in place (the old one freed here), which Redis does not treat
-    /// as a delete of the key (no unlink callback, no lease counted as revoked).
-    pub fn store(&self, entry: Entry, replace: bool) {
+    /// Stores `entry` and, with `set_ttl`, sets the key's expiry from it. `replace` says the
+    /// key already holds an entry: it is swapped in place (the old one freed here), which
+    /// Redis does not treat as a delete of the key (no unlink callback, no lease counted as
+    /// revoked).
+    pub fn store(&self, entry: Entry, replace: bool, set_ttl: bool) {
         let expires = entry.key_expires_at();
         let ptr = datatype::into_raw(entry).cast::<c_void>();
         let mt = *CACHE_TYPE.raw_type.borrow();
@@ -83,7 +84,9 @@ impl Key {
                 raw::RedisModule_ModuleTypeSetValue.unwrap()(self.raw(), mt, ptr);
             }
         }
-        self.set_expiry(expires);
+        if set_ttl {
+            self.set_expiry(expires);
+        }
     }
 
     /// Sets the key's absolute expiry, or removes it.
