@@ -30,6 +30,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     // A short read in RDB loading (diskless sync, a crafted RESTORE) must reach our rdb_load
     // as an error to check, not abort the server.
     ctx.set_module_options(redis_module::ModuleOptions::HANDLE_IO_ERRORS);
+    commands::reply::prepare(ctx);
     commands::register(ctx)
 }
 

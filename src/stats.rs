@@ -1,5 +1,8 @@
-//! Counters for `INFO cache` (section `cache_stats`). Relaxed atomics: commands run on the
-//! main thread, `free` may run on the lazy-free thread.
+//! Counters for `INFO cache` (section `cache_stats`). Every counter here is written only on
+//! Redis's main thread (commands, timers, keyspace callbacks), so an increment is a plain
+//! load and store rather than a locked read-modify-write; atomics keep reads from INFO sound.
+//! (The live entry count, decremented by `free` on the lazy-free thread, lives in datatype.rs
+//! with a real atomic add.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,10 +18,14 @@ impl Counter {
         Counter(AtomicU64::new(0))
     }
     pub fn incr(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.add(1);
     }
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        // Single writer (the main thread): no lost updates without a locked add.
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)

@@ -39,17 +39,19 @@ impl Key {
     }
 
     pub fn kind(&self) -> Kind {
-        // SAFETY: the key handle is open.
-        let t = unsafe { raw::RedisModule_KeyType.unwrap()(self.raw()) };
-        if t == raw::REDISMODULE_KEYTYPE_EMPTY as i32 {
-            Kind::Empty
-        } else if t == raw::REDISMODULE_KEYTYPE_MODULE as i32
-            && unsafe { raw::RedisModule_ModuleTypeGetType.unwrap()(self.raw()) }
-                == *CACHE_TYPE.raw_type.borrow()
-        {
-            Kind::Entry
-        } else {
-            Kind::Other
+        // SAFETY: the key handle is open. GetType answers null for an empty key and for keys
+        // that are not module values, so the common case (our entry) takes one call.
+        unsafe {
+            let mt = raw::RedisModule_ModuleTypeGetType.unwrap()(self.raw());
+            if !mt.is_null() && mt == *CACHE_TYPE.raw_type.borrow() {
+                Kind::Entry
+            } else if raw::RedisModule_KeyType.unwrap()(self.raw())
+                == raw::REDISMODULE_KEYTYPE_EMPTY as i32
+            {
+                Kind::Empty
+            } else {
+                Kind::Other
+            }
         }
     }
 
