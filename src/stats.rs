@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use redis_module::{InfoContext, RedisResult};
 
-use crate::storage::{datatype, ids};
+use crate::storage::{datatype, ids, waiters};
 
 #[derive(Default)]
 pub struct Counter(AtomicU64);
@@ -88,6 +88,7 @@ pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .add_section("keyspace")
         .field("entries", datatype::live_entries())?
         .field("tags", 0i64)?
+        .field("lockget_parked", waiters::parked() as i64)?
         .field("last_id", ids::last_id())?
         .build_section()?
         .build_info()?;

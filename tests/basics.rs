@@ -45,3 +45,34 @@ fn getx_miss_fill_hit() {
     assert_eq!(info["fills_refused"], 1);
     assert_eq!(info["entries"], 1);
 }
+
+#[test]
+fn lockget_waiter_is_woken_by_the_fill() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let (_, status, token): Triple = redis::cmd("CACHE.LOCKGET").arg("k").query(&mut c).unwrap();
+    assert_eq!(status, "MISS");
+    let url = s.url();
+    let waiter = std::thread::spawn(move || {
+        let mut w = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let r: Triple = redis::cmd("CACHE.LOCKGET")
+            .arg("k")
+            .arg("WAIT")
+            .arg(5000)
+            .query(&mut w)
+            .unwrap();
+        r
+    });
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || info_cache(&mut c)
+            ["lockget_parked"]
+            == 1),
+        "the waiter parks"
+    );
+    let t = token.unwrap().to_string();
+    assert!(set(&mut c, "k", b"v", &["EX", "60", "TOKEN", &t]).is_some());
+    assert_eq!(
+        waiter.join().unwrap(),
+        (Some(b"v".to_vec()), "HIT".to_string(), None)
+    );
+}

@@ -73,6 +73,14 @@ impl Arg {
         std::slice::from_raw_parts(argv.cast::<Arg>(), argc)
     }
 
+    /// Wraps a string the caller owns and keeps alive while the `Arg` is used.
+    ///
+    /// # Safety
+    /// `s` must be a live RedisModuleString.
+    pub unsafe fn from_raw(s: *mut raw::RedisModuleString) -> Arg {
+        Arg(s)
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         let mut len = 0;
         // SAFETY: the string is live for the command; Redis returns its buffer and length.

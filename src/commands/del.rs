@@ -7,7 +7,7 @@ use redis_module::{Context, RedisResult, RedisValue};
 use super::{open_entry, open_entry_writable};
 use crate::error::CacheError;
 use crate::stats;
-use crate::storage::replicate;
+use crate::storage::{ids, replicate, waiters};
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     if args.len() < 2 {
@@ -30,6 +30,13 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     if !deleted.is_empty() {
         stats::DELETES.add(deleted.len() as u64);
         replicate::deleted(ctx, &deleted);
+        // The leases went with the keys: callers parked on them get the next one.
+        let now = ids::now_ms();
+        for name in deleted.iter().filter(|n| waiters::is_waited(ctx, n)) {
+            if let Ok((key, exists)) = open_entry_writable(ctx, name) {
+                waiters::hand_over(ctx, &key, exists, name, now);
+            }
+        }
     }
     Ok(RedisValue::Integer(deleted.len() as i64))
 }

@@ -11,11 +11,10 @@ use redis_module::{Context, RedisResult, RedisValue};
 use super::args::{parse_beta, parse_positive_ms, Arg, Options};
 use super::{open_entry, open_entry_writable, reply};
 use crate::config;
-use crate::core::entry::{Entry, Lease};
 use crate::core::xfetch::{decide, Decision, Status};
 use crate::error::CacheError;
 use crate::stats;
-use crate::storage::{ids, replicate};
+use crate::storage::{ids, lease, waiters};
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let [_, name, opts @ ..] = args else {
@@ -57,35 +56,20 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     };
 
     let (key, exists) = open_entry_writable(ctx, name)?;
-    let token = ids::next_id(now);
-    let lease = Lease {
-        token,
-        granted_ms: now,
-        expires_ms: lease_until,
-    };
-    count(decision);
-    stats::LEASES_GRANTED.incr();
-    match if exists { key.entry() } else { None } {
-        Some(e) => {
-            if e.lease.as_ref().is_some_and(|l| !l.is_active(now)) {
-                stats::LEASES_EXPIRED.incr();
-            }
-            e.lease = Some(lease);
-            key.set_expiry(e.key_expires_at());
-            replicate::metadata_changed(ctx, name, e);
-            reply::triple(ctx, e.usable_value(now), decision.status, Some(token));
-        }
-        None => {
-            let e = Entry::pending(lease);
-            replicate::entry_written(ctx, name, &e, None);
-            key.store(e, false, true);
-            reply::triple(ctx, None, decision.status, Some(token));
-        }
+    // A LOCKGET caller parked on this key is first in line for the lease.
+    if decision.status == Status::Miss && waiters::hand_over(ctx, &key, exists, name, now) {
+        stats::LOCKED.incr();
+        reply::triple(ctx, None, Status::Locked, None);
+        return Ok(RedisValue::NoReply);
     }
+    count(decision);
+    let token = lease::grant(ctx, &key, exists, name, now, lease_until);
+    let value = if exists { key.entry() } else { None }.and_then(|e| e.usable_value(now));
+    reply::triple(ctx, value, decision.status, Some(token));
     Ok(RedisValue::NoReply)
 }
 
-fn count(d: Decision) {
+pub(crate) fn count(d: Decision) {
     match d.status {
         Status::Hit => stats::HITS.incr(),
         Status::Refresh => {

@@ -11,6 +11,8 @@ pub mod del;
 pub mod get;
 pub mod getx;
 pub mod inspect;
+pub mod lockget;
+pub mod release;
 pub mod reply;
 pub mod set;
 
@@ -64,6 +66,8 @@ entry_points! {
     cache_del => del::run,
     cache_apply => apply::run,
     cache_inspect => inspect::run,
+    cache_lockget => lockget::run,
+    cache_release => release::run,
 }
 
 type EntryPoint =
@@ -77,6 +81,8 @@ const COMMANDS: &[(&CStr, EntryPoint, &CStr, c_int, c_int, c_int)] = &[
     (c"cache.del", cache_del, c"write", 1, -1, 1),
     (c"cache.apply", cache_apply, c"write deny-oom", 1, 1, 1),
     (c"cache.inspect", cache_inspect, c"readonly", 1, 1, 1),
+    (c"cache.lockget", cache_lockget, c"write deny-oom", 1, 1, 1),
+    (c"cache.release", cache_release, c"write", 1, 1, 1),
 ];
 
 /// Registers every command; called from the module's init.

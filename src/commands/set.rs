@@ -12,7 +12,7 @@ use crate::config;
 use crate::core::entry::{copy_value, decide_write, LeaseEffect, Write, NEVER};
 use crate::error::CacheError;
 use crate::stats;
-use crate::storage::{ids, replicate};
+use crate::storage::{ids, replicate, waiters};
 
 /// The options shared by every write command.
 pub struct WriteArgs {
@@ -123,6 +123,9 @@ pub fn store(
             key.store(entry, false, true);
         }
     }
+    drop(key);
+    // Callers parked in LOCKGET ... WAIT on this key get the value now.
+    waiters::signal(ctx, name);
     stats::WRITES.incr();
     Ok(Some(version))
 }

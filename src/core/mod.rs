@@ -3,5 +3,6 @@
 
 pub mod codec;
 pub mod entry;
+pub mod lock;
 pub mod version;
 pub mod xfetch;

@@ -105,6 +105,11 @@ impl Key {
         }
     }
 
+    /// Whether the key holds nothing (never existed, or was just deleted).
+    pub fn is_empty(&self) -> bool {
+        matches!(self.kind(), Kind::Empty)
+    }
+
     pub fn delete(&self) {
         // SAFETY: the key is open for writing.
         unsafe { raw::RedisModule_DeleteKey.unwrap()(self.raw()) };

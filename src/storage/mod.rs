@@ -4,4 +4,6 @@
 pub mod datatype;
 pub mod ids;
 pub mod key;
+pub mod lease;
 pub mod replicate;
+pub mod waiters;

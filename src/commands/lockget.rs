@@ -1,0 +1,86 @@
+//! `CACHE.LOCKGET key [PX ms] [WAIT ms]`
+//!
+//! Mutex-style read-through. A fresh value: `HIT`. A stale value: `STALE`, with the lease
+//! token when no lease was out (it never waits while a stale value can be served). No value:
+//! `MISS` with the fill lease (for `PX` ms) when nobody holds it; otherwise `LOCKED` at once,
+//! or with `WAIT`, parked in the server until a fill (`HIT`), a lease handed over (`MISS`),
+//! or the wait running out (`TIMEOUT`). Inside MULTI/EXEC or a script `WAIT` does not block.
+
+use redis_module::{Context, ContextFlags, RedisResult, RedisValue};
+
+use super::args::{parse_positive_ms, Arg, Options};
+use super::{getx, open_entry, open_entry_writable, reply};
+use crate::config;
+use crate::core::lock;
+use crate::core::xfetch::Status;
+use crate::error::CacheError;
+use crate::stats;
+use crate::storage::{ids, lease, waiters};
+
+pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let [_, name, opts @ ..] = args else {
+        return Err(CacheError::Arity("cache.lockget").into());
+    };
+    let mut lease_ms = None;
+    let mut wait_ms = None;
+    let mut it = Options::new(opts);
+    while let Some((opt, v)) = it.next(&["PX", "WAIT"])? {
+        match opt {
+            "PX" => lease_ms = Some(parse_positive_ms(v, "PX")?),
+            _ => wait_ms = Some(parse_positive_ms(v, "WAIT")?),
+        }
+    }
+    let now = ids::now_ms();
+    let lease_ms = lease_ms.unwrap_or_else(config::lease_ms);
+    let lease_until = now
+        .checked_add(lease_ms)
+        .ok_or(CacheError::InvalidTime("PX"))?;
+    if let Some(w) = wait_ms {
+        now.checked_add(w).ok_or(CacheError::InvalidTime("WAIT"))?;
+    }
+    // Inside MULTI/EXEC or a script nothing may block: WAIT answers as without it.
+    let wait_ms = wait_ms.filter(|_| !ctx.get_flags().contains(ContextFlags::DENY_BLOCKING));
+
+    let decision = {
+        let key = open_entry(ctx, name)?;
+        let entry = key.as_ref().and_then(|k| k.entry());
+        let decision = lock::decide(entry.as_deref(), now);
+        if !decision.grant {
+            if decision.status == Status::Locked {
+                if let Some(wait) = wait_ms {
+                    drop(key);
+                    waiters::park(ctx, name, lease_ms, wait);
+                    return Ok(RedisValue::NoReply);
+                }
+            }
+            getx::count(decision);
+            reply::triple(
+                ctx,
+                entry.and_then(|e| e.usable_value(now)),
+                decision.status,
+                None,
+            );
+            return Ok(RedisValue::NoReply);
+        }
+        decision
+    };
+
+    let (key, exists) = open_entry_writable(ctx, name)?;
+    // Callers already parked on the key come first: the longest-waiting one gets the lease.
+    if decision.status == Status::Miss && waiters::hand_over(ctx, &key, exists, name, now) {
+        drop(key);
+        match wait_ms {
+            Some(wait) => waiters::park(ctx, name, lease_ms, wait),
+            None => {
+                stats::LOCKED.incr();
+                reply::triple(ctx, None, Status::Locked, None);
+            }
+        }
+        return Ok(RedisValue::NoReply);
+    }
+    getx::count(decision);
+    let token = lease::grant(ctx, &key, exists, name, now, lease_until);
+    let value = if exists { key.entry() } else { None }.and_then(|e| e.usable_value(now));
+    reply::triple(ctx, value, decision.status, Some(token));
+    Ok(RedisValue::NoReply)
+}

@@ -1,0 +1,312 @@
+//! Callers parked by `CACHE.LOCKGET ... WAIT`: blocked inside Redis on their key (no polling),
+//! woken by a fill, handed the lease one at a time when a lease ends unfilled.
+//!
+//! - A parked caller is a client blocked with `RedisModule_BlockClientOnKeys`. Whatever
+//!   changes the key signals it (`RedisModule_SignalKeyAsReady`), and Redis calls
+//!   `on_ready` for each client blocked on it, longest-waiting first.
+//! - A fill wakes everyone with the value. A lease that ends without a fill (expiry,
+//!   `CACHE.RELEASE`, a delete) is handed to the longest-waiting caller: `hand_over` grants
+//!   it a lease, records the token on its ticket and signals the key; `on_ready` then answers
+//!   that caller `MISS` with the token while the others see a held lease and keep waiting.
+//! - Lease expiry and deletes by plain `DEL`/`UNLINK`/eviction are noticed by a timer that
+//!   runs every `TICK_MS` while anybody waits, so a dead holder never strands the waiters.
+//! - Redis forgets a client that disconnects or times out and frees its ticket
+//!   (`free_ticket`), which takes it out of the line.
+//!
+//! All of this runs on Redis's main thread.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::os::raw::{c_char, c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use redis_module::{raw, Context};
+
+use super::key::Key;
+use super::{ids, lease};
+use crate::commands::args::Arg;
+use crate::commands::{getx, open_entry, open_entry_writable, reply};
+use crate::core::lock::{self, Wake};
+use crate::core::xfetch::{Decision, Status};
+use crate::stats;
+
+/// How often lease expiry is checked while callers wait.
+pub const TICK_MS: i64 = 10;
+
+/// One parked caller, in its key's line.
+struct Slot {
+    ticket: u64,
+    lease_ms: i64,
+    /// The token of a lease handed to this caller, not yet answered.
+    granted: Option<u64>,
+}
+
+#[derive(Default)]
+struct Registry {
+    next_ticket: u64,
+    /// (db, key) -> callers in the order they parked.
+    lines: HashMap<(i32, Vec<u8>), VecDeque<Slot>>,
+    timer_armed: bool,
+    parked: usize,
+}
+
+thread_local! {
+    static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
+}
+
+fn with<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
+    REGISTRY.with(|r| f(&mut r.borrow_mut()))
+}
+
+/// What Redis keeps for a parked client (its private data).
+struct Ticket {
+    id: u64,
+    db: i32,
+    key: Vec<u8>,
+}
+
+/// Callers parked right now (INFO).
+pub fn parked() -> usize {
+    with(|r| r.parked)
+}
+
+pub fn selected_db(ctx: &Context) -> i32 {
+    // SAFETY: a live context.
+    unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) }
+}
+
+/// Whether callers are parked on `name` (in the selected db).
+pub fn is_waited(ctx: &Context, name: &Arg) -> bool {
+    let line_key = (selected_db(ctx), name.as_slice().to_vec());
+    with(|r| r.lines.contains_key(&line_key))
+}
+
+/// Tells Redis the key changed: parked callers on it get to look.
+pub fn signal(ctx: &Context, name: &Arg) {
+    // SAFETY: a live context and key name; Redis returns at once when nobody waits.
+    unsafe { raw::RedisModule_SignalKeyAsReady.unwrap()(ctx.ctx, name.raw()) };
+}
+
+/// Parks the caller on `name` for at most `wait_ms`. It will be answered by `on_ready`
+/// (value or handed lease) or `on_timeout`.
+pub fn park(ctx: &Context, name: &Arg, lease_ms: i64, wait_ms: i64) {
+    let db = selected_db(ctx);
+    let key = name.as_slice().to_vec();
+    let id = with(|r| {
+        r.next_ticket += 1;
+        let id = r.next_ticket;
+        r.lines
+            .entry((db, key.clone()))
+            .or_default()
+            .push_back(Slot {
+                ticket: id,
+                lease_ms,
+                granted: None,
+            });
+        r.parked += 1;
+        id
+    });
+    let ticket = Box::into_raw(Box::new(Ticket { id, db, key }));
+    let mut keys = [name.raw()];
+    // SAFETY: callbacks match Redis's signatures; the ticket is freed by `free_ticket`.
+    unsafe {
+        raw::RedisModule_BlockClientOnKeys.unwrap()(
+            ctx.ctx,
+            Some(on_ready),
+            Some(on_timeout),
+            Some(free_ticket),
+            wait_ms,
+            keys.as_mut_ptr(),
+            1,
+            ticket.cast::<c_void>(),
+        );
+    }
+    stats::LOCKGET_WAITS.incr();
+    arm_timer(ctx);
+}
+
+/// If callers are parked on `name` and its lease is free, hands a new lease to the
+/// longest-waiting one and signals the key. `key` is `name` open for writing. Returns
+/// whether a lease was handed over (the current caller must then not take one).
+pub fn hand_over(ctx: &Context, key: &Key, exists: bool, name: &Arg, now: i64) -> bool {
+    let db = selected_db(ctx);
+    let line_key = (db, name.as_slice().to_vec());
+    let Some((ticket, lease_ms)) = with(|r| {
+        r.lines
+            .get(&line_key)
+            .and_then(|l| l.front())
+            .map(|s| (s.ticket, s.lease_ms))
+    }) else {
+        return false;
+    };
+    let entry = if exists { key.entry() } else { None };
+    if !lock::lease_is_free(entry.as_deref(), now) {
+        return false;
+    }
+    let token = lease::grant(ctx, key, exists, name, now, now.saturating_add(lease_ms));
+    with(|r| {
+        if let Some(slot) = r
+            .lines
+            .get_mut(&line_key)
+            .and_then(|l| l.iter_mut().find(|s| s.ticket == ticket))
+        {
+            slot.granted = Some(token);
+        }
+    });
+    stats::LOCKGET_HANDOVERS.incr();
+    signal(ctx, name);
+    true
+}
+
+fn granted_to(ticket: &Ticket) -> Option<u64> {
+    with(|r| {
+        r.lines
+            .get(&(ticket.db, ticket.key.clone()))
+            .and_then(|l| l.iter().find(|s| s.ticket == ticket.id))
+            .and_then(|s| s.granted)
+    })
+}
+
+fn guarded(ctx: *mut raw::RedisModuleCtx, f: impl FnOnce(&Context) -> c_int) -> c_int {
+    let context = Context::new(ctx);
+    catch_unwind(AssertUnwindSafe(|| f(&context))).unwrap_or_else(|_| {
+        context.reply_error_string("ERR internal error in the cache module");
+        raw::REDISMODULE_OK as c_int
+    })
+}
+
+/// The key of a parked caller was signalled: answer it, or keep it waiting.
+extern "C" fn on_ready(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    guarded(ctx, |ctx| {
+        // SAFETY: the arguments of the original LOCKGET call, kept by Redis while blocked.
+        let args = unsafe { Arg::slice(argv, argc.max(0) as usize) };
+        let ticket = unsafe { raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx.ctx) }
+            .cast::<Ticket>();
+        let (Some(name), Some(ticket)) = (args.get(1), unsafe { ticket.as_ref() }) else {
+            return raw::REDISMODULE_ERR as c_int;
+        };
+        let now = ids::now_ms();
+        let Ok(key) = open_entry(ctx, name) else {
+            return raw::REDISMODULE_ERR as c_int;
+        };
+        let entry = key.as_ref().and_then(|k| k.entry());
+        match lock::on_wake(entry.as_deref(), now, granted_to(ticket)) {
+            Wake::Value(status) => {
+                stats::LOCKGET_WAKEUPS.incr();
+                getx::count(Decision {
+                    status,
+                    grant: false,
+                });
+                reply::triple(ctx, entry.and_then(|e| e.usable_value(now)), status, None);
+                raw::REDISMODULE_OK as c_int
+            }
+            Wake::Granted(token) => {
+                getx::count(Decision {
+                    status: Status::Miss,
+                    grant: true,
+                });
+                reply::triple(ctx, None, Status::Miss, Some(token));
+                raw::REDISMODULE_OK as c_int
+            }
+            Wake::KeepWaiting => raw::REDISMODULE_ERR as c_int,
+        }
+    })
+}
+
+/// `WAIT` ran out without a fill or a lease for this caller.
+extern "C" fn on_timeout(
+    ctx: *mut raw::RedisModuleCtx,
+    _argv: *mut *mut raw::RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    guarded(ctx, |ctx| {
+        stats::LOCKGET_TIMEOUTS.incr();
+        reply::triple(ctx, None, Status::Timeout, None);
+        raw::REDISMODULE_OK as c_int
+    })
+}
+
+/// Redis is done with a parked client (answered, timed out, disconnected): out of the line.
+extern "C" fn free_ticket(_ctx: *mut raw::RedisModuleCtx, privdata: *mut c_void) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        if privdata.is_null() {
+            return;
+        }
+        // SAFETY: made by `park` with Box::into_raw; Redis frees each ticket once.
+        let ticket = unsafe { Box::from_raw(privdata.cast::<Ticket>()) };
+        with(|r| {
+            let line_key = (ticket.db, ticket.key);
+            if let Some(line) = r.lines.get_mut(&line_key) {
+                line.retain(|s| s.ticket != ticket.id);
+                if line.is_empty() {
+                    r.lines.remove(&line_key);
+                }
+            }
+            r.parked = r.parked.saturating_sub(1);
+        });
+    }));
+}
+
+fn arm_timer(ctx: &Context) {
+    if with(|r| std::mem::replace(&mut r.timer_armed, true)) {
+        return;
+    }
+    // SAFETY: a live context; the callback takes no data.
+    unsafe {
+        raw::RedisModule_CreateTimer.unwrap()(ctx.ctx, TICK_MS, Some(tick), std::ptr::null_mut());
+    }
+}
+
+/// While callers wait: hand over leases that ended without a fill (expired, or the key was
+/// removed by a path that does not pass through the module's commands).
+extern "C" fn tick(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let ctx = Context::new(ctx);
+        with(|r| r.timer_armed = false);
+        let lines: Vec<(i32, Vec<u8>)> = with(|r| r.lines.keys().cloned().collect());
+        for (db, key) in lines {
+            // SAFETY: a timer context has a client whose db can be selected; the string is
+            // freed below.
+            let name = unsafe {
+                raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db);
+                raw::RedisModule_CreateString.unwrap()(
+                    ctx.ctx,
+                    key.as_ptr().cast::<c_char>(),
+                    key.len(),
+                )
+            };
+            let arg = unsafe { Arg::from_raw(name) };
+            check_line(&ctx, &arg);
+            unsafe { raw::RedisModule_FreeString.unwrap()(ctx.ctx, name) };
+        }
+        if with(|r| !r.lines.is_empty()) {
+            arm_timer(&ctx);
+        }
+    }));
+}
+
+fn check_line(ctx: &Context, name: &Arg) {
+    let now = ids::now_ms();
+    // Look first without writing: a key whose lease is held stays untouched.
+    let (has_value, free) = match open_entry(ctx, name) {
+        Ok(key) => {
+            let entry = key.as_ref().and_then(|k| k.entry());
+            let has_value = entry
+                .as_ref()
+                .is_some_and(|e| e.usable_value(now).is_some());
+            (has_value, lock::lease_is_free(entry.as_deref(), now))
+        }
+        Err(_) => return, // Another type took the key: the callers run to their timeout.
+    };
+    if has_value {
+        signal(ctx, name);
+    } else if free {
+        if let Ok((key, exists)) = open_entry_writable(ctx, name) {
+            hand_over(ctx, &key, exists, name, now);
+        }
+    }
+}
