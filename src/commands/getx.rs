@@ -9,12 +9,11 @@ use rand::{Rng, SeedableRng};
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::{parse_beta, parse_positive_ms, Arg, Options};
-use super::{open_entry, open_entry_writable, reply};
+use super::{open_entry, open_entry_writable, read};
 use crate::config;
-use crate::core::xfetch::{decide, Decision, Status};
+use crate::core::xfetch::{decide, Status};
 use crate::error::CacheError;
-use crate::stats;
-use crate::storage::{ids, lease, waiters};
+use crate::storage::{ids, waiters};
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let [_, name, opts @ ..] = args else {
@@ -43,13 +42,7 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
         let entry = key.as_ref().and_then(|k| k.entry());
         let decision = decide(entry.as_deref(), now, beta, uniform_open0_closed1);
         if !decision.grant {
-            count(decision);
-            reply::triple(
-                ctx,
-                entry.and_then(|e| e.usable_value(now)),
-                decision.status,
-                None,
-            );
+            read::answer(ctx, entry.as_deref(), decision.status, now);
             return Ok(RedisValue::NoReply);
         }
         decision
@@ -58,29 +51,11 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let (key, exists) = open_entry_writable(ctx, name)?;
     // A LOCKGET caller parked on this key is first in line for the lease.
     if decision.status == Status::Miss && waiters::hand_over(ctx, &key, exists, name, now) {
-        stats::LOCKED.incr();
-        reply::triple(ctx, None, Status::Locked, None);
+        read::answer(ctx, None, Status::Locked, now);
         return Ok(RedisValue::NoReply);
     }
-    count(decision);
-    let token = lease::grant(ctx, &key, exists, name, now, lease_until);
-    let value = if exists { key.entry() } else { None }.and_then(|e| e.usable_value(now));
-    reply::triple(ctx, value, decision.status, Some(token));
+    read::grant_and_answer(ctx, (&key, exists), name, decision.status, now, lease_until);
     Ok(RedisValue::NoReply)
-}
-
-pub(crate) fn count(d: Decision) {
-    match d.status {
-        Status::Hit => stats::HITS.incr(),
-        Status::Refresh => {
-            stats::HITS.incr();
-            stats::EARLY_REFRESHES.incr();
-        }
-        Status::Stale => stats::STALE_HITS.incr(),
-        Status::Miss => stats::MISSES.incr(),
-        Status::Locked => stats::LOCKED.incr(),
-        Status::Timeout => stats::LOCKGET_TIMEOUTS.incr(),
-    }
 }
 
 thread_local! {

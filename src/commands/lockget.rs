@@ -9,13 +9,12 @@
 use redis_module::{Context, ContextFlags, RedisResult, RedisValue};
 
 use super::args::{parse_positive_ms, Arg, Options};
-use super::{getx, open_entry, open_entry_writable, reply};
+use super::{open_entry, open_entry_writable, read};
 use crate::config;
 use crate::core::lock;
 use crate::core::xfetch::Status;
 use crate::error::CacheError;
-use crate::stats;
-use crate::storage::{ids, lease, waiters};
+use crate::storage::{ids, waiters};
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let [_, name, opts @ ..] = args else {
@@ -53,13 +52,7 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
                     return Ok(RedisValue::NoReply);
                 }
             }
-            getx::count(decision);
-            reply::triple(
-                ctx,
-                entry.and_then(|e| e.usable_value(now)),
-                decision.status,
-                None,
-            );
+            read::answer(ctx, entry.as_deref(), decision.status, now);
             return Ok(RedisValue::NoReply);
         }
         decision
@@ -71,16 +64,10 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
         drop(key);
         match wait_ms {
             Some(wait) => waiters::park(ctx, name, lease_ms, wait),
-            None => {
-                stats::LOCKED.incr();
-                reply::triple(ctx, None, Status::Locked, None);
-            }
+            None => read::answer(ctx, None, Status::Locked, now),
         }
         return Ok(RedisValue::NoReply);
     }
-    getx::count(decision);
-    let token = lease::grant(ctx, &key, exists, name, now, lease_until);
-    let value = if exists { key.entry() } else { None }.and_then(|e| e.usable_value(now));
-    reply::triple(ctx, value, decision.status, Some(token));
+    read::grant_and_answer(ctx, (&key, exists), name, decision.status, now, lease_until);
     Ok(RedisValue::NoReply)
 }

@@ -12,6 +12,7 @@ pub mod get;
 pub mod getx;
 pub mod inspect;
 pub mod lockget;
+pub mod read;
 pub mod release;
 pub mod reply;
 pub mod set;

@@ -25,9 +25,9 @@ use redis_module::{raw, Context};
 use super::key::Key;
 use super::{ids, lease};
 use crate::commands::args::Arg;
-use crate::commands::{getx, open_entry, open_entry_writable, reply};
+use crate::commands::{open_entry, open_entry_writable, read, reply};
 use crate::core::lock::{self, Wake};
-use crate::core::xfetch::{Decision, Status};
+use crate::core::xfetch::Status;
 use crate::stats;
 
 /// How often lease expiry is checked while callers wait.
@@ -197,18 +197,11 @@ extern "C" fn on_ready(
         match lock::on_wake(entry.as_deref(), now, granted_to(ticket)) {
             Wake::Value(status) => {
                 stats::LOCKGET_WAKEUPS.incr();
-                getx::count(Decision {
-                    status,
-                    grant: false,
-                });
-                reply::triple(ctx, entry.and_then(|e| e.usable_value(now)), status, None);
+                read::answer(ctx, entry.as_deref(), status, now);
                 raw::REDISMODULE_OK as c_int
             }
             Wake::Granted(token) => {
-                getx::count(Decision {
-                    status: Status::Miss,
-                    grant: true,
-                });
+                read::count(Status::Miss);
                 reply::triple(ctx, None, Status::Miss, Some(token));
                 raw::REDISMODULE_OK as c_int
             }
