@@ -76,3 +76,29 @@ fn lockget_waiter_is_woken_by_the_fill() {
         (Some(b"v".to_vec()), "HIT".to_string(), None)
     );
 }
+
+#[test]
+fn writes_raise_keyspace_notifications() {
+    let s = Server::start_with(&["--notify-keyspace-events", "KEA"]);
+    let mut sub = s.conn();
+    let mut c = s.conn();
+    let mut ps = sub.as_pubsub();
+    ps.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    ps.psubscribe("__keyevent@0__:*").unwrap();
+    let (_, _, token) = getx(&mut c, "k", &[]);
+    let t = token.unwrap().to_string();
+    set(&mut c, "k", b"v", &["EX", "10", "TOKEN", &t]).unwrap();
+    let _: i64 = redis::cmd("CACHE.DEL").arg("k").query(&mut c).unwrap();
+    let events: Vec<String> = (0..3)
+        .map(|_| ps.get_message().unwrap().get_channel_name().to_string())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "__keyevent@0__:cache.lease",
+            "__keyevent@0__:cache.set",
+            "__keyevent@0__:del"
+        ]
+    );
+}

@@ -12,6 +12,7 @@ use super::open_entry_writable;
 use crate::core::codec::{decode_header, Header, ValueSlot};
 use crate::error::CacheError;
 use crate::storage::datatype::observe_ids;
+use crate::storage::notify;
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let (name, header, value) = match args {
@@ -36,6 +37,8 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     };
     observe_ids(&entry);
     key.store(entry, exists, !keep_ttl);
+    drop(key);
+    notify::apply(ctx, name);
     ctx.replicate_verbatim();
     Ok(RedisValue::SimpleStringStatic("OK"))
 }

@@ -7,7 +7,7 @@ use redis_module::{Context, RedisResult, RedisValue};
 use super::{open_entry, open_entry_writable};
 use crate::error::CacheError;
 use crate::stats;
-use crate::storage::{ids, replicate, waiters};
+use crate::storage::{ids, notify, replicate, waiters};
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     if args.len() < 2 {
@@ -25,6 +25,8 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
             continue;
         }
         key.delete();
+        drop(key);
+        notify::del(ctx, name);
         deleted.push(name);
     }
     if !deleted.is_empty() {

@@ -9,7 +9,7 @@ use super::open_entry_writable;
 use crate::core::entry;
 use crate::error::CacheError;
 use crate::stats;
-use crate::storage::{ids, replicate, waiters};
+use crate::storage::{ids, notify, replicate, waiters};
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let [_, name, token] = args else {
@@ -25,6 +25,7 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
         return Ok(RedisValue::Integer(0));
     }
     stats::LEASES_RELEASED.incr();
+    notify::release(ctx, name);
     if e.value.is_some() {
         key.set_expiry(e.key_expires_at());
         replicate::metadata_changed(ctx, name, e);

@@ -12,7 +12,7 @@ use crate::config;
 use crate::core::entry::{copy_value, decide_write, LeaseEffect, Write, NEVER};
 use crate::error::CacheError;
 use crate::stats;
-use crate::storage::{ids, replicate, waiters};
+use crate::storage::{ids, notify, replicate, waiters};
 
 /// The options shared by every write command.
 pub struct WriteArgs {
@@ -124,6 +124,7 @@ pub fn store(
         }
     }
     drop(key);
+    notify::set(ctx, name);
     // Callers parked in LOCKGET ... WAIT on this key get the value now.
     waiters::signal(ctx, name);
     stats::WRITES.incr();

@@ -4,7 +4,7 @@
 use redis_module::Context;
 
 use super::key::Key;
-use super::{ids, replicate};
+use super::{ids, notify, replicate};
 use crate::commands::args::Arg;
 use crate::core::entry::{Entry, Lease};
 use crate::stats;
@@ -41,5 +41,6 @@ pub fn grant(
             key.store(e, false, true);
         }
     }
+    notify::lease(ctx, name);
     token
 }

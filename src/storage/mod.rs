@@ -5,5 +5,6 @@ pub mod datatype;
 pub mod ids;
 pub mod key;
 pub mod lease;
+pub mod notify;
 pub mod replicate;
 pub mod waiters;
