@@ -1494,9 +1494,9 @@ fn restore_of_random_garbage_with_a_valid_checksum() {
         h.fresh_until_ms = pick(&mut rng);
         h.grace_ms = pick(&mut rng).max(0);
         h.delta_ms = pick(&mut rng).max(0);
-        h.version = rng.next() >> 2;
+        h.version = rng.next() >> 11; // valid ids are below 2^53
         if let Some(l) = h.lease.as_mut() {
-            *l = (rng.next() >> 2, pick(&mut rng), pick(&mut rng));
+            *l = (rng.next() >> 11, pick(&mut rng), pick(&mut rng));
         }
         let header = h.encode();
         let mut body = module_id.clone();

@@ -6,10 +6,8 @@ use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::{parse_token, Arg};
 use super::open_entry_writable;
-use crate::core::entry;
 use crate::error::CacheError;
-use crate::stats;
-use crate::storage::{ids, notify, replicate, waiters};
+use crate::storage::{ids, lease, waiters};
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let [_, name, token] = args else {
@@ -18,21 +16,8 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let token = parse_token(token.as_slice())?;
     let now = ids::now_ms();
     let (key, exists) = open_entry_writable(ctx, name)?;
-    let Some(e) = (if exists { key.entry() } else { None }) else {
+    if !exists || !lease::release(ctx, &key, name, token, now) {
         return Ok(RedisValue::Integer(0));
-    };
-    if !entry::release(e, token, now) {
-        return Ok(RedisValue::Integer(0));
-    }
-    stats::LEASES_RELEASED.incr();
-    notify::release(ctx, name);
-    if e.value.is_some() {
-        key.set_expiry(e.key_expires_at());
-        replicate::metadata_changed(ctx, name, e);
-    } else {
-        // A pending entry without its lease holds nothing: the key goes.
-        key.delete();
-        replicate::deleted(ctx, &[name]);
     }
     let exists = !key.is_empty();
     waiters::hand_over(ctx, &key, exists, name, now);

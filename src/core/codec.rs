@@ -300,7 +300,7 @@ mod tests {
             Err(CodecError::Invalid("version out of range"))
         );
         let mut leased = sample();
-        leased.lease.as_mut().unwrap().token = 1 << 62;
+        leased.lease.as_mut().unwrap().token = 1 << 53;
         assert!(decode_header(&encode_header(&leased, false)).is_err());
         // Negative grace.
         let mut buf = encode_header(&plain, false);

@@ -1,21 +1,24 @@
 //! Versions and lease tokens: one hybrid logical clock per server.
 //!
-//! Each id is `max(last + 1, now_ms << 16)`: strictly increasing while the server runs, and
-//! ahead of every id issued before a restart as long as the wall clock moved forward (65536 ids
-//! per millisecond is more than Redis can issue). Every id the server sees in data it loads or
+//! Each id is `max(last + 1, now_ms << 10)`: strictly increasing while the server runs, and
+//! ahead of every id issued before a restart as long as the wall clock moved forward (1024 ids
+//! per millisecond is more than one Redis thread can issue of these commands for long).
+//!
+//! Ids stay below 2^53 (today about 2^51, until about the year 2245): exact as doubles, so Lua
+//! scripts and JavaScript clients carry tokens and versions without rounding. Every id the server sees in data it loads or
 //! receives from its primary is fed to `observe`, so a restarted server or a promoted replica
 //! never issues an id it has already seen, whatever its clock says.
 
-/// How far the millisecond clock is shifted: leaves 2^16 ids per millisecond.
-pub const CLOCK_SHIFT: u32 = 16;
+/// How far the millisecond clock is shifted: leaves 1024 ids per millisecond.
+pub const CLOCK_SHIFT: u32 = 10;
 
 /// The largest id: keeps ids positive as signed 64-bit integers (RESP integers).
 pub const MAX_ID: u64 = i64::MAX as u64;
 
-/// Ids from outside (RDB, RESTORE, the primary) must be below this: 2^62 is two thousand years
-/// of clock ahead of today's ids, and leaves the clock 2^62 ids of room above any id it
-/// accepts, so a crafted id can never pin it at its maximum.
-pub const ID_LIMIT: u64 = 1 << 62;
+/// Ids from outside (RDB, RESTORE, the primary) must be below this: 2^53 is two centuries of
+/// clock ahead of today's ids, the largest integer a double holds exactly, and far enough
+/// below `MAX_ID` that a crafted id can never pin the clock at its maximum.
+pub const ID_LIMIT: u64 = 1 << 53;
 
 /// Whether an id from outside is one this clock could have issued.
 pub fn is_valid_id(id: u64) -> bool {
@@ -108,6 +111,7 @@ mod tests {
         assert!(c.next(0) > b && b < MAX_ID);
     }
 
-    // 2026 in ms, shifted: about 2^57, a 32nd of the limit.
-    const _: () = assert!(1_800_000_000_000u64 << CLOCK_SHIFT < ID_LIMIT / 32);
+    // 2026 in ms, shifted: about 2^50.7, a fifth of the limit; 2245 still fits.
+    const _: () = assert!(1_800_000_000_000u64 << CLOCK_SHIFT < ID_LIMIT / 4);
+    const _: () = assert!(8_700_000_000_000u64 << CLOCK_SHIFT < ID_LIMIT);
 }

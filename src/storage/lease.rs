@@ -6,7 +6,7 @@ use redis_module::Context;
 use super::key::Key;
 use super::{ids, notify, replicate};
 use crate::commands::args::Arg;
-use crate::core::entry::{Entry, Lease};
+use crate::core::entry::{self, Entry, Lease};
 use crate::stats;
 
 /// Grants a new lease on `name`, open for writing as `key` (`exists`: it holds an entry),
@@ -43,4 +43,27 @@ pub fn grant(
     }
     notify::lease(ctx, name);
     token
+}
+
+/// Gives up the lease `token` on `name` (open for writing as `key`) when it is the current
+/// one: the key keeps its value, or goes when it held only the lease. Replicates; returns
+/// whether it was released. Parked callers are not handed over here (see `waiters`).
+pub fn release(ctx: &Context, key: &Key, name: &Arg, token: u64, now: i64) -> bool {
+    let Some(e) = key.entry() else {
+        return false;
+    };
+    if !entry::release(e, token, now) {
+        return false;
+    }
+    stats::LEASES_RELEASED.incr();
+    notify::release(ctx, name);
+    if e.value.is_some() {
+        key.set_expiry(e.key_expires_at());
+        replicate::metadata_changed(ctx, name, e);
+    } else {
+        // A pending entry without its lease holds nothing: the key goes.
+        key.delete();
+        replicate::deleted(ctx, &[name]);
+    }
+    true
 }

@@ -11,7 +11,9 @@
 //! - Lease expiry and deletes by plain `DEL`/`UNLINK`/eviction are noticed by a timer that
 //!   runs every `TICK_MS` while anybody waits, so a dead holder never strands the waiters.
 //! - Redis forgets a client that disconnects or times out and frees its ticket
-//!   (`free_ticket`), which takes it out of the line.
+//!   (`free_ticket`), which takes it out of the line. A caller whose wait runs out just as it
+//!   is handed the lease is answered `MISS` with it; one that disconnects first leaves an
+//!   orphaned lease, which the timer releases and hands to the next in line.
 //!
 //! All of this runs on Redis's main thread.
 
@@ -48,6 +50,8 @@ struct Registry {
     lines: HashMap<(i32, Vec<u8>), VecDeque<Slot>>,
     timer_armed: bool,
     parked: usize,
+    /// Leases handed to callers that went away before being told: (db, key, token).
+    orphans: Vec<(i32, Vec<u8>, u64)>,
 }
 
 thread_local! {
@@ -167,6 +171,29 @@ fn granted_to(ticket: &Ticket) -> Option<u64> {
     })
 }
 
+/// The caller has been told its token: its lease is no longer Redis's to orphan.
+fn mark_told(ticket: &Ticket) {
+    with(|r| {
+        if let Some(slot) = r
+            .lines
+            .get_mut(&(ticket.db, ticket.key.clone()))
+            .and_then(|l| l.iter_mut().find(|s| s.ticket == ticket.id))
+        {
+            slot.granted = None;
+        }
+    })
+}
+
+fn ticket_of(ctx: &Context) -> Option<&Ticket> {
+    // SAFETY: the private data of a client parked by `park` is its ticket, alive until
+    // `free_ticket`.
+    unsafe {
+        raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx.ctx)
+            .cast::<Ticket>()
+            .as_ref()
+    }
+}
+
 fn guarded(ctx: *mut raw::RedisModuleCtx, f: impl FnOnce(&Context) -> c_int) -> c_int {
     let context = Context::new(ctx);
     catch_unwind(AssertUnwindSafe(|| f(&context))).unwrap_or_else(|_| {
@@ -201,6 +228,7 @@ extern "C" fn on_ready(
                 raw::REDISMODULE_OK as c_int
             }
             Wake::Granted(token) => {
+                mark_told(ticket);
                 read::count(Status::Miss);
                 reply::triple(ctx, None, Status::Miss, Some(token));
                 raw::REDISMODULE_OK as c_int
@@ -210,13 +238,29 @@ extern "C" fn on_ready(
     })
 }
 
-/// `WAIT` ran out without a fill or a lease for this caller.
+/// `WAIT` ran out. A caller handed the lease just before (its key signalled but not yet
+/// served) is answered `MISS` with it rather than leaving the lease to nobody.
 extern "C" fn on_timeout(
     ctx: *mut raw::RedisModuleCtx,
-    _argv: *mut *mut raw::RedisModuleString,
-    _argc: c_int,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
 ) -> c_int {
     guarded(ctx, |ctx| {
+        // SAFETY: the arguments of the original LOCKGET call.
+        let args = unsafe { Arg::slice(argv, argc.max(0) as usize) };
+        if let (Some(name), Some(ticket)) = (args.get(1), ticket_of(ctx)) {
+            if let Some(token) = granted_to(ticket) {
+                let now = ids::now_ms();
+                let key = open_entry(ctx, name).ok().flatten();
+                let entry = key.as_ref().and_then(|k| k.entry());
+                if lock::on_wake(entry.as_deref(), now, Some(token)) == Wake::Granted(token) {
+                    mark_told(ticket);
+                    read::count(Status::Miss);
+                    reply::triple(ctx, None, Status::Miss, Some(token));
+                    return raw::REDISMODULE_OK as c_int;
+                }
+            }
+        }
         stats::LOCKGET_TIMEOUTS.incr();
         reply::triple(ctx, None, Status::Timeout, None);
         raw::REDISMODULE_OK as c_int
@@ -224,23 +268,36 @@ extern "C" fn on_timeout(
 }
 
 /// Redis is done with a parked client (answered, timed out, disconnected): out of the line.
-extern "C" fn free_ticket(_ctx: *mut raw::RedisModuleCtx, privdata: *mut c_void) {
+extern "C" fn free_ticket(ctx: *mut raw::RedisModuleCtx, privdata: *mut c_void) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         if privdata.is_null() {
             return;
         }
         // SAFETY: made by `park` with Box::into_raw; Redis frees each ticket once.
         let ticket = unsafe { Box::from_raw(privdata.cast::<Ticket>()) };
-        with(|r| {
+        let orphaned = with(|r| {
             let line_key = (ticket.db, ticket.key);
+            let mut orphaned = false;
             if let Some(line) = r.lines.get_mut(&line_key) {
+                if let Some(token) = line
+                    .iter()
+                    .find(|s| s.ticket == ticket.id)
+                    .and_then(|s| s.granted)
+                {
+                    r.orphans.push((line_key.0, line_key.1.clone(), token));
+                    orphaned = true;
+                }
                 line.retain(|s| s.ticket != ticket.id);
                 if line.is_empty() {
                     r.lines.remove(&line_key);
                 }
             }
             r.parked = r.parked.saturating_sub(1);
+            orphaned
         });
+        if orphaned && !ctx.is_null() {
+            arm_timer(&Context::new(ctx));
+        }
     }));
 }
 
@@ -260,6 +317,9 @@ extern "C" fn tick(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let ctx = Context::new(ctx);
         with(|r| r.timer_armed = false);
+        for (db, key, token) in with(|r| std::mem::take(&mut r.orphans)) {
+            on_key(&ctx, db, &key, |ctx, name| release_orphan(ctx, name, token));
+        }
         let lines: Vec<(i32, Vec<u8>)> = with(|r| r.lines.keys().cloned().collect());
         for (db, key) in lines {
             // SAFETY: a timer context has a client whose db can be selected; the string is
@@ -280,6 +340,34 @@ extern "C" fn tick(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
             arm_timer(&ctx);
         }
     }));
+}
+
+/// Runs `f` on key `key` of database `db` from the timer's context.
+fn on_key(ctx: &Context, db: i32, key: &[u8], f: impl FnOnce(&Context, &Arg)) {
+    // SAFETY: a timer context has a client whose db can be selected; the string lives until
+    // freed below.
+    unsafe {
+        raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db);
+        let name = raw::RedisModule_CreateString.unwrap()(
+            ctx.ctx,
+            key.as_ptr().cast::<c_char>(),
+            key.len(),
+        );
+        f(ctx, &Arg::from_raw(name));
+        raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
+    }
+}
+
+/// A lease handed to a caller that left before hearing of it: release it, and hand the key
+/// to the next caller in line.
+fn release_orphan(ctx: &Context, name: &Arg, token: u64) {
+    let now = ids::now_ms();
+    if let Ok((key, true)) = open_entry_writable(ctx, name) {
+        if lease::release(ctx, &key, name, token, now) {
+            let exists = !key.is_empty();
+            hand_over(ctx, &key, exists, name, now);
+        }
+    }
 }
 
 fn check_line(ctx: &Context, name: &Arg) {
