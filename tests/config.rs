@@ -1,0 +1,112 @@
+//! Module configs: loadmodule arguments, config-file lines, CONFIG SET/GET with validation,
+//! and the defaults they set for commands.
+
+mod support;
+use support::*;
+
+fn config_get(c: &mut Connection, name: &str) -> String {
+    let (_, v): (String, String) = redis::cmd("CONFIG").arg("GET").arg(name).query(c).unwrap();
+    v
+}
+
+fn config_set(c: &mut Connection, name: &str, value: &str) -> redis::RedisResult<()> {
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query(c)
+}
+
+fn inspect_int(c: &mut Connection, key: &str, field: &str) -> Option<i64> {
+    let fields: Vec<redis::Value> = redis::cmd("CACHE.INSPECT").arg(key).query(c).unwrap();
+    let pos = fields
+        .iter()
+        .position(|f| matches!(f, redis::Value::SimpleString(s) if s == field))?;
+    match &fields[pos + 1] {
+        redis::Value::Int(n) => Some(*n),
+        _ => None,
+    }
+}
+
+#[test]
+fn defaults() {
+    let s = Server::start();
+    let mut c = s.conn();
+    assert_eq!(config_get(&mut c, "cache.beta"), "1");
+    assert_eq!(config_get(&mut c, "cache.lease-ms"), "5000");
+    assert_eq!(config_get(&mut c, "cache.grace-ms"), "0");
+    assert_eq!(config_get(&mut c, "cache.default-delta-ms"), "100");
+}
+
+#[test]
+fn loadmodule_arguments_set_configs() {
+    // The harness puts extra arguments right after `--loadmodule <path>`.
+    let s = Server::start_with(&["lease-ms", "3000", "beta", "2.5", "grace-ms", "700"]);
+    let mut c = s.conn();
+    assert_eq!(config_get(&mut c, "cache.lease-ms"), "3000");
+    assert_eq!(config_get(&mut c, "cache.beta"), "2.5");
+    assert_eq!(config_get(&mut c, "cache.grace-ms"), "700");
+}
+
+#[test]
+fn config_file_lines_set_configs() {
+    let s = Server::start_with(&["--cache.default-delta-ms", "42", "--cache.lease-ms", "1234"]);
+    let mut c = s.conn();
+    assert_eq!(config_get(&mut c, "cache.default-delta-ms"), "42");
+    assert_eq!(config_get(&mut c, "cache.lease-ms"), "1234");
+}
+
+#[test]
+fn config_set_validates_and_changes_nothing_on_error() {
+    let s = Server::start();
+    let mut c = s.conn();
+    for (name, bad) in [
+        ("cache.beta", "0"),
+        ("cache.beta", "-1"),
+        ("cache.beta", "nan"),
+        ("cache.beta", "inf"),
+        ("cache.beta", "abc"),
+        ("cache.lease-ms", "0"),
+        ("cache.lease-ms", "-5"),
+        ("cache.lease-ms", "x"),
+        ("cache.grace-ms", "-1"),
+        ("cache.default-delta-ms", "-1"),
+    ] {
+        let before = config_get(&mut c, name);
+        assert!(
+            config_set(&mut c, name, bad).is_err(),
+            "{name} {bad} accepted"
+        );
+        assert_eq!(config_get(&mut c, name), before, "{name} changed by {bad}");
+    }
+    config_set(&mut c, "cache.beta", "0.5").unwrap();
+    assert_eq!(config_get(&mut c, "cache.beta"), "0.5");
+}
+
+#[test]
+fn configs_are_the_defaults_of_commands() {
+    let s = Server::start();
+    let mut c = s.conn();
+    config_set(&mut c, "cache.grace-ms", "60000").unwrap();
+    config_set(&mut c, "cache.default-delta-ms", "77").unwrap();
+    config_set(&mut c, "cache.lease-ms", "20000").unwrap();
+    set(&mut c, "k", b"v", &["PX", "100000"]).unwrap();
+    assert_eq!(inspect_int(&mut c, "k", "grace-ms"), Some(60_000));
+    assert_eq!(inspect_int(&mut c, "k", "delta-ms"), Some(77));
+    let pttl: i64 = redis::cmd("PTTL").arg("k").query(&mut c).unwrap();
+    assert!(pttl > 150_000, "the key lives through its grace: {pttl}");
+    let now = server_ms(&mut c);
+    let (_, status, _) = getx(&mut c, "fresh", &[]);
+    assert_eq!(status, "MISS");
+    let expires = inspect_int(&mut c, "fresh", "lease-expires-ms").unwrap();
+    assert!(
+        (expires - now - 20_000).abs() < 1_000,
+        "lease of cache.lease-ms: {}",
+        expires - now
+    );
+    // A huge cache.beta makes GETX refresh a fresh entry early.
+    set(&mut c, "hot", b"v", &["PX", "10000", "DELTA", "10000"]).unwrap();
+    config_set(&mut c, "cache.beta", "1000000").unwrap();
+    let (_, status, token) = getx(&mut c, "hot", &[]);
+    assert_eq!((status.as_str(), token.is_some()), ("REFRESH", true));
+}
