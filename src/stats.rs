@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use redis_module::{InfoContext, RedisResult};
 
-use crate::storage::{datatype, ids, waiters};
+use crate::commands::waiters;
+use crate::storage::{datatype, ids};
 
 #[derive(Default)]
 pub struct Counter(AtomicU64);

@@ -4,10 +4,11 @@
 use super::args::Arg;
 use redis_module::{Context, RedisResult, RedisValue};
 
+use super::waiters;
 use super::{open_entry, open_entry_writable};
 use crate::error::CacheError;
 use crate::stats;
-use crate::storage::{ids, notify, replicate, waiters};
+use crate::storage::{ids, notify, replicate};
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     if args.len() < 2 {

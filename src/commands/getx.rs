@@ -9,11 +9,12 @@ use rand::{Rng, SeedableRng};
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::{parse_beta, parse_positive_ms, Arg, Options};
+use super::waiters;
 use super::{open_entry, open_entry_writable, read};
 use crate::config;
 use crate::core::xfetch::{decide, Status};
 use crate::error::CacheError;
-use crate::storage::{ids, waiters};
+use crate::storage::ids;
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let [_, name, opts @ ..] = args else {

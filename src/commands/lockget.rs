@@ -9,12 +9,13 @@
 use redis_module::{Context, ContextFlags, RedisResult, RedisValue};
 
 use super::args::{parse_positive_ms, Arg, Options};
+use super::waiters;
 use super::{open_entry, open_entry_writable, read};
 use crate::config;
 use crate::core::lock;
 use crate::core::xfetch::Status;
 use crate::error::CacheError;
-use crate::storage::{ids, waiters};
+use crate::storage::ids;
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let [_, name, opts @ ..] = args else {

@@ -16,6 +16,7 @@ pub mod read;
 pub mod release;
 pub mod reply;
 pub mod set;
+pub mod waiters;
 
 use std::ffi::CStr;
 use std::os::raw::c_int;
@@ -24,7 +25,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use redis_module::{raw, Context, RedisResult, Status};
 
 use crate::error::CacheError;
-use crate::storage::key::{Key, Kind};
+pub(crate) use crate::storage::key::{open_entry, open_entry_writable};
 use args::Arg;
 
 pub type Handler = fn(&Context, &[Arg]) -> RedisResult;
@@ -107,27 +108,4 @@ pub fn register(ctx: &Context) -> Status {
         }
     }
     Status::Ok
-}
-
-/// Opens a key to read an entry: `None` when the key does not exist, `WRONGTYPE` when it
-/// holds something else.
-pub(crate) fn open_entry(ctx: &Context, name: &Arg) -> Result<Option<Key>, CacheError> {
-    let Some(key) = Key::open(ctx, name, false) else {
-        return Ok(None);
-    };
-    match key.kind() {
-        Kind::Empty => Ok(None),
-        Kind::Entry => Ok(Some(key)),
-        Kind::Other => Err(CacheError::WrongType),
-    }
-}
-
-/// Opens a key to write an entry; the flag says whether an entry is already there.
-pub(crate) fn open_entry_writable(ctx: &Context, name: &Arg) -> Result<(Key, bool), CacheError> {
-    let key = Key::open(ctx, name, true).ok_or(CacheError::Internal)?;
-    match key.kind() {
-        Kind::Empty => Ok((key, false)),
-        Kind::Entry => Ok((key, true)),
-        Kind::Other => Err(CacheError::WrongType),
-    }
 }

@@ -6,8 +6,9 @@ use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::{parse_token, Arg};
 use super::open_entry_writable;
+use super::waiters;
 use crate::error::CacheError;
-use crate::storage::{ids, lease, waiters};
+use crate::storage::{ids, lease};
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let [_, name, token] = args else {

@@ -8,11 +8,12 @@ use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::{parse_ex, parse_nonneg_ms, parse_positive_ms, parse_token, Arg, Options};
 use super::open_entry_writable;
+use super::waiters;
 use crate::config;
 use crate::core::entry::{copy_value, decide_write, LeaseEffect, Write, NEVER};
 use crate::error::CacheError;
 use crate::stats;
-use crate::storage::{ids, notify, replicate, waiters};
+use crate::storage::{ids, notify, replicate};
 
 /// The options shared by every write command.
 pub struct WriteArgs {

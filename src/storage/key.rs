@@ -6,9 +6,10 @@ use std::ptr::NonNull;
 
 use redis_module::{raw, Context};
 
+use super::arg::Arg;
 use super::datatype::{self, CACHE_TYPE};
-use crate::commands::args::Arg;
 use crate::core::entry::Entry;
+use crate::error::CacheError;
 
 pub enum Kind {
     Empty,
@@ -120,5 +121,28 @@ impl Drop for Key {
     fn drop(&mut self) {
         // SAFETY: opened by RedisModule_OpenKey and closed exactly once here.
         unsafe { raw::RedisModule_CloseKey.unwrap()(self.raw()) };
+    }
+}
+
+/// Opens a key to read an entry: `None` when the key does not exist, `WRONGTYPE` when it
+/// holds something else.
+pub fn open_entry(ctx: &Context, name: &Arg) -> Result<Option<Key>, CacheError> {
+    let Some(key) = Key::open(ctx, name, false) else {
+        return Ok(None);
+    };
+    match key.kind() {
+        Kind::Empty => Ok(None),
+        Kind::Entry => Ok(Some(key)),
+        Kind::Other => Err(CacheError::WrongType),
+    }
+}
+
+/// Opens a key to write an entry; the flag says whether an entry is already there.
+pub fn open_entry_writable(ctx: &Context, name: &Arg) -> Result<(Key, bool), CacheError> {
+    let key = Key::open(ctx, name, true).ok_or(CacheError::Internal)?;
+    match key.kind() {
+        Kind::Empty => Ok((key, false)),
+        Kind::Entry => Ok((key, true)),
+        Kind::Other => Err(CacheError::WrongType),
     }
 }

@@ -3,9 +3,9 @@
 
 use redis_module::Context;
 
+use super::arg::Arg;
 use super::key::Key;
 use super::{ids, notify, replicate};
-use crate::commands::args::Arg;
 use crate::core::entry::{self, Entry, Lease};
 use crate::stats;
 

@@ -1,10 +1,10 @@
 //! Storage glue: the module data type and its callbacks, raw key access, the id clock, and
 //! replication of effects.
 
+pub mod arg;
 pub mod datatype;
 pub mod ids;
 pub mod key;
 pub mod lease;
 pub mod notify;
 pub mod replicate;
-pub mod waiters;

@@ -7,7 +7,7 @@ use std::ffi::CStr;
 
 use redis_module::{raw, Context};
 
-use crate::commands::args::Arg;
+use super::arg::Arg;
 
 fn emit(ctx: &Context, class: i32, event: &CStr, key: &Arg) {
     // SAFETY: live context and key; the event name is a static C string.

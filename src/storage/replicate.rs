@@ -9,7 +9,7 @@ use std::os::raw::c_char;
 
 use redis_module::{raw, Context};
 
-use crate::commands::args::Arg;
+use super::arg::Arg;
 use crate::core::codec;
 use crate::core::entry::Entry;
 

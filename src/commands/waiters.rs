@@ -24,13 +24,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use redis_module::{raw, Context};
 
-use super::key::Key;
-use super::{ids, lease};
-use crate::commands::args::Arg;
-use crate::commands::{open_entry, open_entry_writable, read, reply};
+use super::args::Arg;
+use super::{open_entry, open_entry_writable, read, reply};
 use crate::core::lock::{self, Wake};
 use crate::core::xfetch::Status;
 use crate::stats;
+use crate::storage::key::Key;
+use crate::storage::{ids, lease};
 
 /// How often lease expiry is checked while callers wait.
 pub const TICK_MS: i64 = 10;
