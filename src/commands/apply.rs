@@ -5,10 +5,10 @@
 //! A record from AOF rewrite leaves the key's TTL alone: Redis writes the key's own expiry
 //! after it, so a `PERSIST` or `PEXPIRE` the user made survives the rewrite.
 
-use super::args::Arg;
 use redis_module::{Context, RedisResult, RedisValue};
 
-use super::open_entry_writable;
+use super::args::Arg;
+use super::{open_entry_writable, waiters};
 use crate::core::codec::{decode_header, Header, ValueSlot};
 use crate::error::CacheError;
 use crate::storage::datatype::observe_ids;
@@ -39,6 +39,8 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     key.store(entry, exists, !keep_ttl);
     drop(key);
     notify::apply(ctx, name);
+    // A record that brings a value wakes callers parked on the key, as any fill does.
+    waiters::signal(ctx, name);
     ctx.replicate_verbatim();
     Ok(RedisValue::SimpleStringStatic("OK"))
 }

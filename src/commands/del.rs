@@ -1,11 +1,10 @@
 //! `CACHE.DEL key [key ...]`: removes entries, revoking their leases. Reply: how many
 //! existed. A key of another type is an error and nothing is deleted.
 
-use super::args::Arg;
 use redis_module::{Context, RedisResult, RedisValue};
 
-use super::waiters;
-use super::{open_entry, open_entry_writable};
+use super::args::Arg;
+use super::{open_entry, open_entry_writable, waiters};
 use crate::error::CacheError;
 use crate::stats;
 use crate::storage::{ids, notify, replicate};

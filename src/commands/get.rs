@@ -1,9 +1,9 @@
 //! `CACHE.GET key`: the value while the entry has one (fresh or in grace), else nil.
 //! No early refresh, no lease.
 
-use super::args::Arg;
 use redis_module::{Context, RedisResult, RedisValue};
 
+use super::args::Arg;
 use super::{open_entry, reply};
 use crate::core::entry::Freshness;
 use crate::error::CacheError;

@@ -9,8 +9,7 @@ use rand::{Rng, SeedableRng};
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::{parse_beta, parse_positive_ms, Arg, Options};
-use super::waiters;
-use super::{open_entry, open_entry_writable, read};
+use super::{open_entry, open_entry_writable, read, waiters};
 use crate::config;
 use crate::core::xfetch::{decide, Status};
 use crate::error::CacheError;

@@ -5,9 +5,9 @@
 //! `delta-ms`, `version`, `lease-token`, `lease-granted-ms`, `lease-expires-ms` (nil without a
 //! lease, including an expired one still recorded), `tags` (array).
 
-use super::args::Arg;
 use redis_module::{Context, RedisResult, RedisValue};
 
+use super::args::Arg;
 use super::open_entry;
 use crate::core::entry::NEVER;
 use crate::error::CacheError;

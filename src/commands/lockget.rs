@@ -9,8 +9,7 @@
 use redis_module::{Context, ContextFlags, RedisResult, RedisValue};
 
 use super::args::{parse_positive_ms, Arg, Options};
-use super::waiters;
-use super::{open_entry, open_entry_writable, read};
+use super::{open_entry, open_entry_writable, read, waiters};
 use crate::config;
 use crate::core::lock;
 use crate::core::xfetch::Status;

@@ -5,8 +5,7 @@
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::{parse_token, Arg};
-use super::open_entry_writable;
-use super::waiters;
+use super::{open_entry_writable, waiters};
 use crate::error::CacheError;
 use crate::storage::{ids, lease};
 

@@ -7,8 +7,7 @@
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::{parse_ex, parse_nonneg_ms, parse_positive_ms, parse_token, Arg, Options};
-use super::open_entry_writable;
-use super::waiters;
+use super::{open_entry_writable, waiters};
 use crate::config;
 use crate::core::entry::{copy_value, decide_write, LeaseEffect, Write, NEVER};
 use crate::error::CacheError;
