@@ -14,17 +14,13 @@ use crate::error::CacheError;
 use crate::stats;
 use crate::storage::{ids, notify, replicate};
 
-/// The options shared by every write command.
-pub struct WriteArgs {
-    pub write: Write,
-}
-
-/// Parses `(EX s | PX ms) [GRACE ms] [DELTA ms] [TOKEN token]`; `ttl_required` for CACHE.SET.
+/// Parses the write options every value-writing command shares,
+/// `(EX s | PX ms) [GRACE ms] [DELTA ms] [TOKEN token]`; `ttl_required` for CACHE.SET.
 pub fn parse_write_options(
     opts: &[Arg],
     ttl_required: bool,
     now: i64,
-) -> Result<WriteArgs, CacheError> {
+) -> Result<Write, CacheError> {
     let mut ttl_ms = None;
     let mut grace_ms = None;
     let mut delta_ms = None;
@@ -58,13 +54,11 @@ pub fn parse_write_options(
             _ => return Err(CacheError::InvalidTime("GRACE")),
         }
     }
-    Ok(WriteArgs {
-        write: Write {
-            ttl_ms,
-            grace_ms,
-            delta_ms,
-            token,
-        },
+    Ok(Write {
+        ttl_ms,
+        grace_ms,
+        delta_ms,
+        token,
     })
 }
 
@@ -73,7 +67,7 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
         return Err(CacheError::Arity("cache.set").into());
     };
     let now = ids::now_ms();
-    let WriteArgs { write } = parse_write_options(opts, true, now)?;
+    let write = parse_write_options(opts, true, now)?;
     match store(ctx, name, value, &write, now)? {
         Some(version) => Ok(RedisValue::Integer(version as i64)),
         None => Ok(RedisValue::Null),
