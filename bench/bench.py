@@ -17,11 +17,12 @@ import os
 import platform
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
+
+from resp import Conn, RespError
 
 VALUE = "v" * 56 + "-64bytes"  # exactly 64 bytes, used by every command
 VALUE_B = VALUE.encode()
@@ -75,60 +76,6 @@ end
 redis.call('PEXPIRE', KEYS[1], px + grace)
 return ver
 """
-
-
-class RespError(Exception):
-    pass
-
-
-class Conn:
-    """Minimal RESP2 client (enough for setup and checks)."""
-
-    def __init__(self, port, host="127.0.0.1", timeout=10.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.f = self.sock.makefile("rb")
-
-    def close(self):
-        try:
-            self.f.close()
-            self.sock.close()
-        except OSError:
-            pass
-
-    def call(self, *args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            if isinstance(a, str):
-                a = a.encode()
-            elif isinstance(a, int):
-                a = str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        self.sock.sendall(b"".join(out))
-        return self._read()
-
-    def _read(self):
-        line = self.f.readline()
-        if not line:
-            raise ConnectionError("server closed the connection")
-        kind, rest = line[:1], line[1:-2]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            raise RespError(rest.decode(errors="replace"))
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            data = self.f.read(n + 2)
-            return data[:-2]
-        if kind == b"*":
-            n = int(rest)
-            if n < 0:
-                return None
-            return [self._read() for _ in range(n)]
-        raise ConnectionError("bad RESP line: %r" % line)
 
 
 CHILD = [None]  # the running redis-benchmark, stopped when we are told to stop
