@@ -2,37 +2,13 @@
 //! when its key is signalled.
 
 use super::entry::{Entry, Freshness};
-use super::xfetch::{Decision, Status};
+use super::xfetch::{self, Decision, Status};
 
-/// Decides a LOCKGET call on `entry` (None: no key) at `now`. `Locked` means another caller
-/// holds the lease: the caller waits (with `WAIT`) or is told so.
+/// Decides a LOCKGET call on `entry` (None: no key) at `now`: GETX's decision without early
+/// refresh. `Locked` means another caller holds the lease: the caller waits (with `WAIT`) or
+/// is told so; a stale value is served and never makes the caller wait.
 pub fn decide(entry: Option<&Entry>, now: i64) -> Decision {
-    let Some(e) = entry else {
-        return Decision {
-            status: Status::Miss,
-            grant: true,
-        };
-    };
-    let leased = e.active_lease(now).is_some();
-    match e.freshness(now) {
-        Freshness::Fresh => Decision {
-            status: Status::Hit,
-            grant: false,
-        },
-        // A stale value is always served; it never makes the caller wait.
-        Freshness::Stale => Decision {
-            status: Status::Stale,
-            grant: !leased,
-        },
-        Freshness::Absent if leased => Decision {
-            status: Status::Locked,
-            grant: false,
-        },
-        Freshness::Absent => Decision {
-            status: Status::Miss,
-            grant: true,
-        },
-    }
+    xfetch::decide_read(entry, now, |_| false)
 }
 
 /// What a parked caller does when its key is signalled.

@@ -62,45 +62,31 @@ pub fn election_impossible(now: i64, fresh_until: i64, delta_ms: i64, beta: f64)
 /// Decides a GETX read of `entry` (None: the key does not exist) at `now`. `draw` gives U,
 /// uniform in (0, 1]; it is called only when an early refresh is possible.
 pub fn decide(entry: Option<&Entry>, now: i64, beta: f64, draw: impl FnOnce() -> f64) -> Decision {
+    decide_read(entry, now, |e| {
+        !election_impossible(now, e.fresh_until_ms, e.delta_ms, beta)
+            && xfetch_elects(now, e.fresh_until_ms, e.delta_ms, beta, draw())
+    })
+}
+
+/// The read decision GETX and LOCKGET share: at most one lease per key, a stale value always
+/// served. `refresh_early` says whether the caller of a fresh entry with no lease out is
+/// chosen to recompute it now (XFetch for GETX; never for LOCKGET).
+pub fn decide_read(
+    entry: Option<&Entry>,
+    now: i64,
+    refresh_early: impl FnOnce(&Entry) -> bool,
+) -> Decision {
+    let d = |status, grant| Decision { status, grant };
     let Some(e) = entry else {
-        return Decision {
-            status: Status::Miss,
-            grant: true,
-        };
+        return d(Status::Miss, true);
     };
     let leased = e.active_lease(now).is_some();
     match e.freshness(now) {
-        Freshness::Absent if leased => Decision {
-            status: Status::Locked,
-            grant: false,
-        },
-        Freshness::Absent => Decision {
-            status: Status::Miss,
-            grant: true,
-        },
-        Freshness::Stale => Decision {
-            status: Status::Stale,
-            grant: !leased,
-        },
-        Freshness::Fresh if leased => Decision {
-            status: Status::Hit,
-            grant: false,
-        },
-        Freshness::Fresh => {
-            if !election_impossible(now, e.fresh_until_ms, e.delta_ms, beta)
-                && xfetch_elects(now, e.fresh_until_ms, e.delta_ms, beta, draw())
-            {
-                Decision {
-                    status: Status::Refresh,
-                    grant: true,
-                }
-            } else {
-                Decision {
-                    status: Status::Hit,
-                    grant: false,
-                }
-            }
-        }
+        Freshness::Absent if leased => d(Status::Locked, false),
+        Freshness::Absent => d(Status::Miss, true),
+        Freshness::Stale => d(Status::Stale, !leased),
+        Freshness::Fresh if !leased && refresh_early(e) => d(Status::Refresh, true),
+        Freshness::Fresh => d(Status::Hit, false),
     }
 }
 
