@@ -7,7 +7,7 @@ use redis_module::{Context, RedisResult, RedisValue};
 use super::args::{parse_token, Arg};
 use super::{open_entry_writable, waiters};
 use crate::error::CacheError;
-use crate::storage::{ids, lease};
+use crate::storage::ids;
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let [_, name, token] = args else {
@@ -16,10 +16,6 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let token = parse_token(token.as_slice())?;
     let now = ids::now_ms();
     let (key, exists) = open_entry_writable(ctx, name)?;
-    if !exists || !lease::release(ctx, &key, name, token, now) {
-        return Ok(RedisValue::Integer(0));
-    }
-    let exists = !key.is_empty();
-    waiters::hand_over(ctx, &key, exists, name, now);
-    Ok(RedisValue::Integer(1))
+    let released = exists && waiters::release_and_hand_over(ctx, &key, name, token, now);
+    Ok(RedisValue::Integer(released as i64))
 }

@@ -62,6 +62,15 @@ fn with<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
     REGISTRY.with(|r| f(&mut r.borrow_mut()))
 }
 
+impl Registry {
+    /// The slot of caller `ticket` in the line of `(db, key)`.
+    fn slot(&mut self, db: i32, key: &[u8], ticket: u64) -> Option<&mut Slot> {
+        self.lines
+            .get_mut(&(db, key.to_vec()))
+            .and_then(|l| l.iter_mut().find(|s| s.ticket == ticket))
+    }
+}
+
 /// What Redis keeps for a parked client (its private data).
 struct Ticket {
     id: u64,
@@ -149,11 +158,7 @@ pub fn hand_over(ctx: &Context, key: &Key, exists: bool, name: &Arg, now: i64) -
     }
     let token = lease::grant(ctx, key, exists, name, now, now.saturating_add(lease_ms));
     with(|r| {
-        if let Some(slot) = r
-            .lines
-            .get_mut(&line_key)
-            .and_then(|l| l.iter_mut().find(|s| s.ticket == ticket))
-        {
+        if let Some(slot) = r.slot(db, &line_key.1, ticket) {
             slot.granted = Some(token);
         }
     });
@@ -164,24 +169,22 @@ pub fn hand_over(ctx: &Context, key: &Key, exists: bool, name: &Arg, now: i64) -
 
 fn granted_to(ticket: &Ticket) -> Option<u64> {
     with(|r| {
-        r.lines
-            .get(&(ticket.db, ticket.key.clone()))
-            .and_then(|l| l.iter().find(|s| s.ticket == ticket.id))
+        r.slot(ticket.db, &ticket.key, ticket.id)
             .and_then(|s| s.granted)
     })
 }
 
-/// The caller has been told its token: its lease is no longer Redis's to orphan.
-fn mark_told(ticket: &Ticket) {
+/// Answers a caller `MISS` with the lease it was handed. Once told, its lease is no longer
+/// one for `free_ticket` to treat as orphaned.
+fn answer_granted(ctx: &Context, ticket: &Ticket, token: u64) -> c_int {
     with(|r| {
-        if let Some(slot) = r
-            .lines
-            .get_mut(&(ticket.db, ticket.key.clone()))
-            .and_then(|l| l.iter_mut().find(|s| s.ticket == ticket.id))
-        {
+        if let Some(slot) = r.slot(ticket.db, &ticket.key, ticket.id) {
             slot.granted = None;
         }
-    })
+    });
+    read::count(Status::Miss);
+    reply::triple(ctx, None, Status::Miss, Some(token));
+    raw::REDISMODULE_OK as c_int
 }
 
 fn ticket_of(ctx: &Context) -> Option<&Ticket> {
@@ -211,9 +214,7 @@ extern "C" fn on_ready(
     guarded(ctx, |ctx| {
         // SAFETY: the arguments of the original LOCKGET call, kept by Redis while blocked.
         let args = unsafe { Arg::slice(argv, argc.max(0) as usize) };
-        let ticket = unsafe { raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx.ctx) }
-            .cast::<Ticket>();
-        let (Some(name), Some(ticket)) = (args.get(1), unsafe { ticket.as_ref() }) else {
+        let (Some(name), Some(ticket)) = (args.get(1), ticket_of(ctx)) else {
             return raw::REDISMODULE_ERR as c_int;
         };
         let now = ids::now_ms();
@@ -227,12 +228,7 @@ extern "C" fn on_ready(
                 read::answer(ctx, entry.as_deref(), status, now);
                 raw::REDISMODULE_OK as c_int
             }
-            Wake::Granted(token) => {
-                mark_told(ticket);
-                read::count(Status::Miss);
-                reply::triple(ctx, None, Status::Miss, Some(token));
-                raw::REDISMODULE_OK as c_int
-            }
+            Wake::Granted(token) => answer_granted(ctx, ticket, token),
             Wake::KeepWaiting => raw::REDISMODULE_ERR as c_int,
         }
     })
@@ -254,10 +250,7 @@ extern "C" fn on_timeout(
                 let key = open_entry(ctx, name).ok().flatten();
                 let entry = key.as_ref().and_then(|k| k.entry());
                 if lock::on_wake(entry.as_deref(), now, Some(token)) == Wake::Granted(token) {
-                    mark_told(ticket);
-                    read::count(Status::Miss);
-                    reply::triple(ctx, None, Status::Miss, Some(token));
-                    return raw::REDISMODULE_OK as c_int;
+                    return answer_granted(ctx, ticket, token);
                 }
             }
         }
@@ -322,19 +315,7 @@ extern "C" fn tick(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
         }
         let lines: Vec<(i32, Vec<u8>)> = with(|r| r.lines.keys().cloned().collect());
         for (db, key) in lines {
-            // SAFETY: a timer context has a client whose db can be selected; the string is
-            // freed below.
-            let name = unsafe {
-                raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db);
-                raw::RedisModule_CreateString.unwrap()(
-                    ctx.ctx,
-                    key.as_ptr().cast::<c_char>(),
-                    key.len(),
-                )
-            };
-            let arg = unsafe { Arg::from_raw(name) };
-            check_line(&ctx, &arg);
-            unsafe { raw::RedisModule_FreeString.unwrap()(ctx.ctx, name) };
+            on_key(&ctx, db, &key, check_line);
         }
         if with(|r| !r.lines.is_empty()) {
             arm_timer(&ctx);
@@ -358,15 +339,20 @@ fn on_key(ctx: &Context, db: i32, key: &[u8], f: impl FnOnce(&Context, &Arg)) {
     }
 }
 
-/// A lease handed to a caller that left before hearing of it: release it, and hand the key
-/// to the next caller in line.
+/// Releases lease `token` on `name` (open for writing as `key`) when it is current, and
+/// hands the key to the next caller in line. Whether it was released.
+pub fn release_and_hand_over(ctx: &Context, key: &Key, name: &Arg, token: u64, now: i64) -> bool {
+    if !lease::release(ctx, key, name, token, now) {
+        return false;
+    }
+    hand_over(ctx, key, !key.is_empty(), name, now);
+    true
+}
+
+/// A lease handed to a caller that left before hearing of it: release it for the next one.
 fn release_orphan(ctx: &Context, name: &Arg, token: u64) {
-    let now = ids::now_ms();
     if let Ok((key, true)) = open_entry_writable(ctx, name) {
-        if lease::release(ctx, &key, name, token, now) {
-            let exists = !key.is_empty();
-            hand_over(ctx, &key, exists, name, now);
-        }
+        release_and_hand_over(ctx, &key, name, token, ids::now_ms());
     }
 }
 
