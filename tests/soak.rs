@@ -33,17 +33,15 @@ mod support;
 mod support2;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use redis::{Connection, ConnectionLike, Value};
 
-use support::{free_port, module_path, wait_until};
+use support::{wait_until, Server};
 
 const DEFAULT_SEED: u64 = 0x50a4_5eed;
 const DEFAULT_RUN_MS: u64 = 6000;
@@ -58,129 +56,9 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 // Servers
 // ---------------------------------------------------------------------------------------------
 
-/// A redis-server with the module, its log, stdout and stderr in its own temporary directory.
-struct Proc {
-    name: &'static str,
-    port: u16,
-    dir: tempfile::TempDir,
-    extra: Vec<String>,
-    child: Option<Child>,
-}
-
-impl Proc {
-    fn start(name: &'static str, extra: &[&str]) -> Proc {
-        let mut p = Proc {
-            name,
-            port: free_port(),
-            dir: tempfile::tempdir().expect("temp dir"),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            child: None,
-        };
-        p.spawn();
-        p
-    }
-
-    fn spawn(&mut self) {
-        let dir = self.dir.path().display().to_string();
-        let mut args: Vec<String> = [
-            "--port",
-            &self.port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            &dir,
-            "--logfile",
-            "redis.log",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--enable-debug-command",
-            "yes",
-            "--loadmodule",
-            &module_path().display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(self.extra.iter().cloned());
-        let out = |name: &str| {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.path().join(name))
-                .expect("output file")
-        };
-        let child = Command::new("redis-server")
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(out("stdout.log"))
-            .stderr(out("stderr.log"))
-            .spawn()
-            .expect("redis-server on PATH (make deps installs it)");
-        self.child = Some(child);
-        let url = self.url();
-        let up = wait_until(Duration::from_secs(10), || {
-            redis::Client::open(url.as_str())
-                .and_then(|c| c.get_connection())
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                .is_ok()
-        });
-        assert!(up, "{} did not start:\n{}", self.name, self.logs());
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn conn(&self) -> Connection {
-        connect(&self.url())
-    }
-
-    /// redis.log, then stdout and stderr (a Rust panic message goes to stderr).
-    fn logs(&self) -> String {
-        let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
-        format!(
-            "--- {} redis.log ---\n{}--- {} stdout/stderr ---\n{}{}",
-            self.name,
-            read("redis.log"),
-            self.name,
-            read("stdout.log"),
-            read("stderr.log")
-        )
-    }
-
-    fn is_alive(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
-
-    /// SHUTDOWN NOSAVE (the AOF is flushed and fsynced all the same), then waits for the exit.
-    fn shutdown_nosave(&mut self) {
-        if let Ok(mut c) = redis::Client::open(self.url()).and_then(|c| c.get_connection()) {
-            let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").arg("NOSAVE").query(&mut c);
-        }
-        if let Some(mut child) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{} did not shut down:\n{}", self.name, self.logs());
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// A connection with read and write timeouts: a stalled server fails the test.
+fn conn(s: &Server) -> Connection {
+    connect(&s.url())
 }
 
 fn connect(url: &str) -> Connection {
@@ -278,22 +156,18 @@ fn scan_all(c: &mut Connection) -> Vec<Vec<u8>> {
     }
 }
 
-fn logs_clean(p: &Proc) -> Result<(), String> {
-    let logs = p.logs().to_lowercase();
+fn logs_clean(name: &str, p: &Server) -> Result<(), String> {
+    let logs = p.log().to_lowercase();
     for bad in ["panic", "internal error"] {
         if logs.contains(bad) {
-            return Err(format!(
-                "{}'s output mentions {bad:?}:\n{}",
-                p.name,
-                p.logs()
-            ));
+            return Err(format!("{name}'s output mentions {bad:?}:\n{}", p.log()));
         }
     }
     Ok(())
 }
 
-fn assert_alive(p: &mut Proc) {
-    assert!(p.is_alive(), "{} died:\n{}", p.name, p.logs());
+fn assert_alive(name: &str, p: &mut Server) {
+    assert!(p.is_alive(), "{name} died:\n{}", p.log());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1596,15 +1470,15 @@ fn wait_no_rewrite(c: &mut Connection) {
     assert!(done, "an AOF rewrite never finished");
 }
 
-fn wait_replica_online(p: &Proc, r: &Proc) {
-    let mut rc = r.conn();
+fn wait_replica_online(p: &Server, r: &Server) {
+    let mut rc = conn(r);
     let up = wait_until(Duration::from_secs(30), || {
         info_fields(&mut rc, "replication")
             .get("master_link_status")
             .is_some_and(|s| s == "up")
     });
-    assert!(up, "the replica never got its link up:\n{}", r.logs());
-    let mut pc = p.conn();
+    assert!(up, "the replica never got its link up:\n{}", r.log());
+    let mut pc = conn(p);
     let online = wait_until(Duration::from_secs(30), || {
         info_fields(&mut pc, "replication")
             .get("slave0")
@@ -1632,25 +1506,22 @@ fn soak_primary_and_replica_under_random_load() {
          aof-use-rdb-preamble {preamble}"
     );
 
-    let mut primary = Proc::start(
-        "primary",
-        &[
-            "--appendonly",
-            "yes",
-            "--aof-use-rdb-preamble",
-            preamble,
-            "--appendfsync",
-            "everysec",
-            "--repl-diskless-sync-delay",
-            "0",
-        ],
-    );
+    let mut primary = Server::start_with(&[
+        "--appendonly",
+        "yes",
+        "--aof-use-rdb-preamble",
+        preamble,
+        "--appendfsync",
+        "everysec",
+        "--repl-diskless-sync-delay",
+        "0",
+    ]);
     let primary_port = primary.port.to_string();
-    let mut replica = Proc::start("replica", &["--replicaof", "127.0.0.1", &primary_port]);
+    let mut replica = Server::start_with(&["--replicaof", "127.0.0.1", &primary_port]);
     wait_replica_online(&primary, &replica);
     let mut checker = Checker {
-        pc: primary.conn(),
-        rc: replica.conn(),
+        pc: conn(&primary),
+        rc: conn(&replica),
         keys: key_set(),
         dropped: 0,
         reconciled: 0,
@@ -1674,9 +1545,9 @@ fn soak_primary_and_replica_under_random_load() {
                 id: i,
                 rng: Rng::new(seed ^ (0x1000 + i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
                 keys: checker.keys.clone(),
-                primary: primary.conn(),
+                primary: conn(&primary),
                 primary_port: primary.port,
-                replica: replica.conn(),
+                replica: conn(&replica),
                 shared: shared.clone(),
                 last_id: 0,
                 tokens: VecDeque::new(),
@@ -1708,12 +1579,12 @@ fn soak_primary_and_replica_under_random_load() {
             failures.join("\n"),
             alive.0,
             alive.1,
-            primary.logs(),
-            replica.logs()
+            primary.log(),
+            replica.log()
         );
     }
-    assert_alive(&mut primary);
-    assert_alive(&mut replica);
+    assert_alive("primary", &mut primary);
+    assert_alive("replica", &mut replica);
     println!(
         "soak: {} ops in {:.1} s ({} WRONGTYPE), fills with a known token stored {} refused {}",
         tally.ops,
@@ -1750,8 +1621,8 @@ fn soak_primary_and_replica_under_random_load() {
          dropped by DEBUG RELOAD removed from the replica",
         checker.reconciled
     );
-    for p in [&primary, &replica] {
-        if let Err(e) = logs_clean(p) {
+    for (name, p) in [("primary", &primary), ("replica", &replica)] {
+        if let Err(e) = logs_clean(name, p) {
             panic!("soak seed {seed}: {e}");
         }
     }
@@ -1770,9 +1641,14 @@ fn soak_primary_and_replica_under_random_load() {
             wait_no_rewrite(pc);
         }
         let before = digest(pc);
-        primary.shutdown_nosave();
+        // SHUTDOWN NOSAVE: the AOF is flushed and fsynced all the same.
+        assert!(
+            primary.shutdown(false),
+            "primary did not shut down:\n{}",
+            primary.log()
+        );
         primary.spawn();
-        checker.pc = primary.conn();
+        checker.pc = conn(&primary);
         let pc = &mut checker.pc;
         // Keys DEBUG RELOAD dropped silently are still in the AOF, expired: let them go.
         for k in scan_all(pc) {
@@ -1783,7 +1659,7 @@ fn soak_primary_and_replica_under_random_load() {
             before == after,
             "soak seed {seed}: DEBUG DIGEST before the restart {before}, after loading the AOF \
              ({round}) {after}\n{}",
-            primary.logs()
+            primary.log()
         );
         let (entries_after, count_after) = entries_and_count(pc);
         assert_eq!(
@@ -1809,10 +1685,10 @@ fn soak_primary_and_replica_under_random_load() {
     checker
         .compare()
         .unwrap_or_else(|e| panic!("soak seed {seed}, after the restart: {e}"));
-    assert_alive(&mut primary);
-    assert_alive(&mut replica);
-    for p in [&primary, &replica] {
-        if let Err(e) = logs_clean(p) {
+    assert_alive("primary", &mut primary);
+    assert_alive("replica", &mut replica);
+    for (name, p) in [("primary", &primary), ("replica", &replica)] {
+        if let Err(e) = logs_clean(name, p) {
             panic!("soak seed {seed}: {e}");
         }
     }

@@ -77,7 +77,8 @@ impl Server {
         s
     }
 
-    fn spawn(&mut self) {
+    /// Starts the process (again, after `shutdown` or `kill`) on the same port and directory.
+    pub fn spawn(&mut self) {
         let mut args: Vec<String> = vec![
             "--port".into(),
             self.port.to_string(),
@@ -100,8 +101,9 @@ impl Server {
         let child = Command::new("redis-server")
             .args(&args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // A Rust panic message goes to stderr: keep it for `log`.
+            .stdout(self.output("stdout.log"))
+            .stderr(self.output("stderr.log"))
             .spawn()
             .expect("redis-server on PATH (make deps installs it)");
         self.child = Some(child);
@@ -126,9 +128,23 @@ impl Server {
             .expect("connect")
     }
 
-    /// The server's log, for failure messages.
+    fn output(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(name))
+            .expect("output file in the server's directory")
+    }
+
+    /// The server's log, then its stdout and stderr, for failure messages.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+        let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
+        format!(
+            "{}--- stdout/stderr ---\n{}{}",
+            read("redis.log"),
+            read("stdout.log"),
+            read("stderr.log")
+        )
     }
 
     /// Whether the process is still running.
@@ -137,7 +153,8 @@ impl Server {
     }
 
     /// Stops the server: `SHUTDOWN SAVE` or `SHUTDOWN NOSAVE`, then waits for the process.
-    pub fn shutdown(&mut self, save: bool) {
+    /// Returns whether it exited by itself within 20 s (otherwise it is killed).
+    pub fn shutdown(&mut self, save: bool) -> bool {
         if let Ok(mut c) = redis::Client::open(self.url()).and_then(|c| c.get_connection()) {
             let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN")
                 .arg(if save { "SAVE" } else { "NOSAVE" })
@@ -147,13 +164,15 @@ impl Server {
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
-                    return;
+                    return true;
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
             let _ = child.kill();
             let _ = child.wait();
+            return false;
         }
+        true
     }
 
     /// kill -9.
