@@ -8,6 +8,7 @@ use redis_module::{raw, Context};
 
 use crate::core::xfetch::Status;
 
+/// Every status, in declaration order: `STATUSES[status as usize] == status`.
 const STATUSES: [Status; 6] = [
     Status::Hit,
     Status::Refresh,
@@ -56,8 +57,16 @@ pub fn prepare(ctx: &Context) {
     let _ = PREBUILT.set(Prebuilt(replies));
 }
 
+#[cfg(test)]
+#[test]
+fn statuses_are_listed_in_declaration_order() {
+    for (i, s) in STATUSES.iter().enumerate() {
+        assert_eq!(*s as usize, i);
+    }
+}
+
 fn status_word(ctx: &Context, status: Status) {
-    let index = STATUSES.iter().position(|s| *s == status).unwrap_or(0);
+    let index = status as usize;
     match PREBUILT.get() {
         // SAFETY: a reply made by `prepare`, never freed.
         Some(p) => unsafe {
