@@ -30,7 +30,7 @@ use crate::core::lock::{self, Wake};
 use crate::core::xfetch::Status;
 use crate::stats;
 use crate::storage::key::Key;
-use crate::storage::{ids, lease};
+use crate::storage::{ids, lease, server};
 
 /// How often lease expiry is checked while callers wait.
 pub const TICK_MS: i64 = 10;
@@ -306,10 +306,21 @@ fn arm_timer(ctx: &Context) {
 
 /// While callers wait: hand over leases that ended without a fill (expired, or the key was
 /// removed by a path that does not pass through the module's commands).
+///
+/// A hand-over writes (a new lease, maybe a new key), and a timer is not a command that Redis
+/// has checked: while the server takes no writes (clients paused, a failover, a replica,
+/// loading, OOM) the tick does nothing but come back later. Parked callers still get their
+/// `TIMEOUT` from Redis at their deadline; the others are handed the lease after the pause.
 extern "C" fn tick(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let ctx = Context::new(ctx);
         with(|r| r.timer_armed = false);
+        if !server::accepts_unprompted_writes(&ctx) {
+            if with(|r| !r.lines.is_empty() || !r.orphans.is_empty()) {
+                arm_timer(&ctx);
+            }
+            return;
+        }
         for (db, key, token) in with(|r| std::mem::take(&mut r.orphans)) {
             on_key(&ctx, db, &key, |ctx, name| release_orphan(ctx, name, token));
         }

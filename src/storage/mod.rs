@@ -8,3 +8,4 @@ pub mod key;
 pub mod lease;
 pub mod notify;
 pub mod replicate;
+pub mod server;
