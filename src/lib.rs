@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod core;
 pub mod error;
+pub mod info;
 pub mod stats;
 pub mod storage;
 
@@ -36,7 +37,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
 
 fn info(ctx: &InfoContext, for_crash_report: bool) {
     // An INFO that cannot be built is not worth failing anything for.
-    let _ = stats::info(ctx, for_crash_report);
+    let _ = info::info(ctx, for_crash_report);
 }
 
 redis_module! {

@@ -4,12 +4,11 @@
 //! (The live entry count, decremented by `free` on the lazy-free thread, lives in datatype.rs
 //! with a real atomic add.)
 
+//!
+//! A leaf: it imports nothing of the crate, so any layer may count without an import circle.
+//! The INFO handler that reads these lives in `info.rs`.
+
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use redis_module::{InfoContext, RedisResult};
-
-use crate::commands::waiters;
-use crate::storage::{datatype, ids};
 
 #[derive(Default)]
 pub struct Counter(AtomicU64);
@@ -50,48 +49,3 @@ pub static LOCKGET_WAITS: Counter = Counter::new();
 pub static LOCKGET_WAKEUPS: Counter = Counter::new();
 pub static LOCKGET_HANDOVERS: Counter = Counter::new();
 pub static LOCKGET_TIMEOUTS: Counter = Counter::new();
-pub static TAG_INVALIDATIONS: Counter = Counter::new();
-pub static ENTRIES_INVALIDATED: Counter = Counter::new();
-pub static WB_QUEUED: Counter = Counter::new();
-pub static WB_REFUSED: Counter = Counter::new();
-
-/// The INFO handler: `INFO cache` or `INFO everything`.
-pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
-    let fields: &[(&str, u64)] = &[
-        ("hits", HITS.get()),
-        ("misses", MISSES.get()),
-        ("stale_hits", STALE_HITS.get()),
-        ("locked", LOCKED.get()),
-        ("early_refreshes", EARLY_REFRESHES.get()),
-        ("leases_granted", LEASES_GRANTED.get()),
-        ("leases_filled", LEASES_FILLED.get()),
-        ("leases_expired", LEASES_EXPIRED.get()),
-        ("leases_released", LEASES_RELEASED.get()),
-        ("leases_revoked", LEASES_REVOKED.get()),
-        ("fills_refused", FILLS_REFUSED.get()),
-        ("writes", WRITES.get()),
-        ("deletes", DELETES.get()),
-        ("lockget_waits", LOCKGET_WAITS.get()),
-        ("lockget_wakeups", LOCKGET_WAKEUPS.get()),
-        ("lockget_handovers", LOCKGET_HANDOVERS.get()),
-        ("lockget_timeouts", LOCKGET_TIMEOUTS.get()),
-        ("tag_invalidations", TAG_INVALIDATIONS.get()),
-        ("entries_invalidated", ENTRIES_INVALIDATED.get()),
-        ("wb_events_queued", WB_QUEUED.get()),
-        ("wb_events_refused", WB_REFUSED.get()),
-    ];
-    let mut section = ctx.builder().add_section("stats");
-    for (name, value) in fields {
-        section = section.field(name, *value)?;
-    }
-    section
-        .build_section()?
-        .add_section("keyspace")
-        .field("entries", datatype::live_entries())?
-        .field("tags", 0i64)?
-        .field("lockget_parked", waiters::parked() as i64)?
-        .field("last_id", ids::last_id())?
-        .build_section()?
-        .build_info()?;
-    Ok(())
-}

@@ -1,0 +1,43 @@
+//! The INFO handler: `INFO cache` (or `INFO everything`) shows sections `cache_stats` (the
+//! counters of `stats`) and `cache_keyspace` (what is in memory now).
+
+use redis_module::{InfoContext, RedisResult};
+
+use crate::commands::waiters;
+use crate::stats::{self, Counter};
+use crate::storage::{datatype, ids};
+
+pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
+    let fields: &[(&str, &Counter)] = &[
+        ("hits", &stats::HITS),
+        ("misses", &stats::MISSES),
+        ("stale_hits", &stats::STALE_HITS),
+        ("locked", &stats::LOCKED),
+        ("early_refreshes", &stats::EARLY_REFRESHES),
+        ("leases_granted", &stats::LEASES_GRANTED),
+        ("leases_filled", &stats::LEASES_FILLED),
+        ("leases_expired", &stats::LEASES_EXPIRED),
+        ("leases_released", &stats::LEASES_RELEASED),
+        ("leases_revoked", &stats::LEASES_REVOKED),
+        ("fills_refused", &stats::FILLS_REFUSED),
+        ("writes", &stats::WRITES),
+        ("deletes", &stats::DELETES),
+        ("lockget_waits", &stats::LOCKGET_WAITS),
+        ("lockget_wakeups", &stats::LOCKGET_WAKEUPS),
+        ("lockget_handovers", &stats::LOCKGET_HANDOVERS),
+        ("lockget_timeouts", &stats::LOCKGET_TIMEOUTS),
+    ];
+    let mut section = ctx.builder().add_section("stats");
+    for (name, counter) in fields {
+        section = section.field(name, counter.get())?;
+    }
+    section
+        .build_section()?
+        .add_section("keyspace")
+        .field("entries", datatype::live_entries())?
+        .field("lockget_parked", waiters::parked() as i64)?
+        .field("last_id", ids::last_id())?
+        .build_section()?
+        .build_info()?;
+    Ok(())
+}
