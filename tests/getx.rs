@@ -1034,7 +1034,7 @@ fn info_counters_follow_a_scripted_sequence() {
     check(&mut c, "CACHE.DEL without lease", &[]);
 }
 
-/// INFO reports leases expired (COMMANDS.md, Introspection). A lease that runs out unfilled
+/// INFO reports leases expired (the INFO section of the README). A lease that runs out unfilled
 /// is an expired lease whether or not the entry had a value.
 #[test]
 fn info_counts_expired_leases() {

@@ -1163,14 +1163,29 @@ impl Client {
                 if v != Value::Okay {
                     return Err(format!("MULTI -> {}", show(&v)));
                 }
+                // A wrong number of arguments is refused when queued, as for core commands,
+                // and then EXEC discards the whole transaction.
+                let mut refused_at_queue = false;
                 for r in &reqs {
                     let q = call(&mut self.primary, &r.args)?;
                     if q != Value::SimpleString("QUEUED".into()) {
                         self.note(format!("  {} -> {}", show_args(&r.args), show(&q)));
-                        return Err(format!("not queued: {}", show(&q)));
+                        let arity = error_of(&q)
+                            .is_some_and(|e| e.starts_with("ERR wrong number of arguments"));
+                        if !(arity && matches!(r.expect, Expect::Bad)) {
+                            return Err(format!("not queued: {}", show(&q)));
+                        }
+                        refused_at_queue = true;
                     }
                 }
                 let v = call(&mut self.primary, &[a("EXEC")])?;
+                if refused_at_queue {
+                    self.note(format!("EXEC -> {}", show(&v)));
+                    return match error_of(&v) {
+                        Some(e) if e.starts_with("EXECABORT") => Ok(()),
+                        _ => Err(format!("EXEC after a refused command -> {}", show(&v))),
+                    };
+                }
                 let Value::Array(items) = &v else {
                     self.note(format!("EXEC -> {}", show(&v)));
                     return Err(format!("EXEC -> {}", show(&v)));
