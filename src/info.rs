@@ -3,8 +3,8 @@
 
 use redis_module::{InfoContext, RedisResult};
 
-use crate::commands::waiters;
 use crate::stats::{self, Counter};
+use crate::storage::handover;
 use crate::storage::{datatype, ids};
 
 pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
@@ -35,7 +35,7 @@ pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .build_section()?
         .add_section("keyspace")
         .field("entries", datatype::live_entries())?
-        .field("lockget_parked", waiters::parked() as i64)?
+        .field("lockget_parked", handover::parked() as i64)?
         .field("last_id", ids::last_id())?
         .build_section()?
         .build_info()?;

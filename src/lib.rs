@@ -8,9 +8,12 @@ pub mod commands;
 pub mod config;
 pub mod core;
 pub mod error;
+pub mod guard;
 pub mod info;
+pub mod reply;
 pub mod stats;
 pub mod storage;
+pub mod wrapper;
 
 use redis_module::configuration::ConfigurationFlags;
 use redis_module::{redis_module, Context, InfoContext, RedisResult, RedisString, Status};
@@ -31,7 +34,12 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     // A short read in RDB loading (diskless sync, a crafted RESTORE) must reach our rdb_load
     // as an error to check, not abort the server.
     ctx.set_module_options(redis_module::ModuleOptions::HANDLE_IO_ERRORS);
-    commands::reply::prepare(ctx);
+    guard::install_panic_hook();
+    reply::prepare(ctx);
+    if let Err(why) = wrapper::blocked::subscribe(ctx) {
+        ctx.log_warning(why);
+        return Status::Err;
+    }
     commands::register(ctx)
 }
 

@@ -8,11 +8,11 @@
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::Arg;
-use super::{open_entry_writable, waiters};
+use super::open_entry_writable;
 use crate::core::codec::{decode_header, Header, ValueSlot};
 use crate::error::CacheError;
 use crate::storage::datatype::observe_ids;
-use crate::storage::notify;
+use crate::storage::{handover, notify};
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let (name, header, value) = match args {
@@ -40,7 +40,7 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     drop(key);
     notify::apply(ctx, name);
     // A record that brings a value wakes callers parked on the key, as any fill does.
-    waiters::signal(ctx, name);
+    handover::signal(ctx, name);
     ctx.replicate_verbatim();
     Ok(RedisValue::SimpleStringStatic("OK"))
 }

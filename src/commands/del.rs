@@ -4,10 +4,10 @@
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::Arg;
-use super::{open_entry, open_entry_writable, waiters};
+use super::{open_entry, open_entry_writable};
 use crate::error::CacheError;
 use crate::stats;
-use crate::storage::{ids, notify, replicate};
+use crate::storage::{handover, ids, notify, replicate};
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     if args.len() < 2 {
@@ -34,9 +34,9 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
         replicate::deleted(ctx, &deleted);
         // The leases went with the keys: callers parked on them get the next one.
         let now = ids::now_ms();
-        for name in deleted.iter().filter(|n| waiters::is_waited(ctx, n)) {
+        for name in deleted.iter().filter(|n| handover::is_waited(ctx, n)) {
             if let Ok((key, exists)) = open_entry_writable(ctx, name) {
-                waiters::hand_over(ctx, &key, exists, name, now);
+                handover::hand_over(ctx, &key, exists, name, now);
             }
         }
     }

@@ -4,9 +4,10 @@
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::Arg;
-use super::{open_entry, reply};
+use super::open_entry;
 use crate::core::entry::Freshness;
 use crate::error::CacheError;
+use crate::reply;
 use crate::stats;
 use crate::storage::ids::now_ms;
 

@@ -9,11 +9,12 @@ use rand::{Rng, SeedableRng};
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::{parse_beta, parse_positive_ms, Arg, Options};
-use super::{open_entry, open_entry_writable, read, waiters};
+use super::{open_entry, open_entry_writable, read};
 use crate::config;
 use crate::core::xfetch::{decide, Status};
 use crate::error::CacheError;
-use crate::storage::ids;
+use crate::reply;
+use crate::storage::{handover, ids};
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let [_, name, opts @ ..] = args else {
@@ -42,7 +43,7 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
         let entry = key.as_ref().and_then(|k| k.entry());
         let decision = decide(entry.as_deref(), now, beta, uniform_open0_closed1);
         if !decision.grant {
-            read::answer(ctx, entry.as_deref(), decision.status, now);
+            reply::read::answer(ctx, entry.as_deref(), decision.status, now);
             return Ok(RedisValue::NoReply);
         }
         decision
@@ -50,8 +51,8 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
 
     let (key, exists) = open_entry_writable(ctx, name)?;
     // A LOCKGET caller parked on this key is first in line for the lease.
-    if decision.status == Status::Miss && waiters::hand_over(ctx, &key, exists, name, now) {
-        read::answer(ctx, None, Status::Locked, now);
+    if decision.status == Status::Miss && handover::hand_over(ctx, &key, exists, name, now) {
+        reply::read::answer(ctx, None, Status::Locked, now);
         return Ok(RedisValue::NoReply);
     }
     read::grant_and_answer(ctx, (&key, exists), name, decision.status, now, lease_until);

@@ -9,12 +9,15 @@
 use redis_module::{Context, ContextFlags, RedisResult, RedisValue};
 
 use super::args::{parse_positive_ms, Arg, Options};
-use super::{open_entry, open_entry_writable, read, waiters};
+use super::{open_entry, open_entry_writable, read};
 use crate::config;
+use crate::core::entry::Entry;
 use crate::core::lock;
 use crate::core::xfetch::Status;
 use crate::error::CacheError;
-use crate::storage::ids;
+use crate::reply;
+use crate::storage::{handover, ids};
+use crate::wrapper::blocked;
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let [_, name, opts @ ..] = args else {
@@ -47,12 +50,13 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
         if !decision.grant {
             if decision.status == Status::Locked {
                 if let Some(wait) = wait_ms {
+                    let ends = lease_end(entry.as_deref(), now);
                     drop(key);
-                    waiters::park(ctx, name, lease_ms, wait);
+                    blocked::park(ctx, name, lease_ms, wait, ends);
                     return Ok(RedisValue::NoReply);
                 }
             }
-            read::answer(ctx, entry.as_deref(), decision.status, now);
+            reply::read::answer(ctx, entry.as_deref(), decision.status, now);
             return Ok(RedisValue::NoReply);
         }
         decision
@@ -60,14 +64,22 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
 
     let (key, exists) = open_entry_writable(ctx, name)?;
     // Callers already parked on the key come first: the longest-waiting one gets the lease.
-    if decision.status == Status::Miss && waiters::hand_over(ctx, &key, exists, name, now) {
+    if decision.status == Status::Miss && handover::hand_over(ctx, &key, exists, name, now) {
+        let ends = lease_end(key.entry().as_deref(), now);
         drop(key);
         match wait_ms {
-            Some(wait) => waiters::park(ctx, name, lease_ms, wait),
-            None => read::answer(ctx, None, Status::Locked, now),
+            Some(wait) => blocked::park(ctx, name, lease_ms, wait, ends),
+            None => reply::read::answer(ctx, None, Status::Locked, now),
         }
         return Ok(RedisValue::NoReply);
     }
     read::grant_and_answer(ctx, (&key, exists), name, decision.status, now, lease_until);
     Ok(RedisValue::NoReply)
+}
+
+/// When the key's current lease ends: when callers parked behind it must next be looked at.
+fn lease_end(entry: Option<&Entry>, now: i64) -> i64 {
+    entry
+        .and_then(|e| e.active_lease(now))
+        .map_or(now, |l| l.expires_ms)
 }

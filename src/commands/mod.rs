@@ -16,17 +16,15 @@ pub mod lockget;
 pub mod read;
 pub mod register;
 pub mod release;
-pub mod reply;
 pub mod set;
 pub mod spec;
-pub mod waiters;
 
 use std::os::raw::c_int;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use redis_module::{raw, Context, RedisResult, Status};
 
 use crate::error::CacheError;
+use crate::guard;
 pub(crate) use crate::storage::key::{open_entry, open_entry_writable};
 use args::Arg;
 
@@ -43,8 +41,10 @@ pub(crate) fn dispatch(
     let context = Context::new(ctx);
     // SAFETY: Redis hands us argc live strings for the duration of the call.
     let args = unsafe { Arg::slice(argv, argc.max(0) as usize) };
-    let result = catch_unwind(AssertUnwindSafe(|| handler(&context, args)))
-        .unwrap_or_else(|_| Err(CacheError::Internal.into()));
+    let result = guard::catch(
+        || handler(&context, args),
+        || Err(CacheError::Internal.into()),
+    );
     context.reply(result) as c_int
 }
 

@@ -5,9 +5,9 @@
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::{parse_token, Arg};
-use super::{open_entry_writable, waiters};
+use super::open_entry_writable;
 use crate::error::CacheError;
-use crate::storage::ids;
+use crate::storage::{handover, ids};
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let [_, name, token] = args else {
@@ -16,6 +16,6 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let token = parse_token(token.as_slice())?;
     let now = ids::now_ms();
     let (key, exists) = open_entry_writable(ctx, name)?;
-    let released = exists && waiters::release_and_hand_over(ctx, &key, name, token, now);
+    let released = exists && handover::release_and_hand_over(ctx, &key, name, token, now);
     Ok(RedisValue::Integer(released as i64))
 }

@@ -7,12 +7,12 @@
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::{parse_ex, parse_nonneg_ms, parse_positive_ms, parse_token, Arg, Options};
-use super::{open_entry_writable, waiters};
+use super::open_entry_writable;
 use crate::config;
 use crate::core::entry::{copy_value, decide_write, LeaseEffect, Write, NEVER};
 use crate::error::CacheError;
 use crate::stats;
-use crate::storage::{ids, notify, replicate};
+use crate::storage::{handover, ids, notify, replicate};
 
 /// Parses the write options every value-writing command shares,
 /// `(EX s | PX ms) [GRACE ms] [DELTA ms] [TOKEN token]`; `ttl_required` for CACHE.SET.
@@ -120,7 +120,7 @@ pub fn store(
     drop(key);
     notify::set(ctx, name);
     // Callers parked in LOCKGET ... WAIT on this key get the value now.
-    waiters::signal(ctx, name);
+    handover::signal(ctx, name);
     stats::WRITES.incr();
     Ok(Some(version))
 }

@@ -5,4 +5,5 @@ pub mod codec;
 pub mod entry;
 pub mod lock;
 pub mod version;
+pub mod waiters;
 pub mod xfetch;

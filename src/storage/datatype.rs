@@ -4,7 +4,6 @@
 //! Every callback catches panics: an unwinding panic must never cross into redis-server.
 
 use std::os::raw::{c_char, c_int, c_void};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -14,6 +13,7 @@ use redis_module::raw;
 use super::ids;
 use crate::core::codec::{self, ValueSlot};
 use crate::core::entry::Entry;
+use crate::guard;
 use crate::stats;
 
 /// RDB encoding version of the type (the codec format inside is versioned as well).
@@ -67,7 +67,7 @@ pub fn observe_ids(entry: &Entry) {
 }
 
 fn guarded<T>(fallback: T, f: impl FnOnce() -> T) -> T {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
+    guard::catch(f, || fallback)
 }
 
 /// Reads one string from the RDB stream; `None` on an I/O error (short read, bad payload).

@@ -3,6 +3,7 @@
 
 pub mod arg;
 pub mod datatype;
+pub mod handover;
 pub mod ids;
 pub mod key;
 pub mod lease;

@@ -1,5 +1,8 @@
 //! Direct replies for the hot read paths: the value is written from the entry's own buffer,
-//! without building a `RedisValue` (which would copy it).
+//! without building a `RedisValue` (which would copy it). Used by the commands and by the
+//! callbacks that answer parked callers (`wrapper::blocked`).
+
+pub mod read;
 
 use std::os::raw::c_char;
 use std::sync::OnceLock;
