@@ -4,6 +4,8 @@
 //! handler. The logic lives in `core` (pure, unit-tested), `storage` (the data type and its
 //! persistence and replication) and `commands` (one file per command).
 
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
 pub mod commands;
 pub mod config;
 pub mod core;

@@ -8,10 +8,10 @@
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::Arg;
-use super::open_entry_writable;
 use crate::core::codec::{decode_header, Header, ValueSlot};
 use crate::error::CacheError;
 use crate::storage::datatype::observe_ids;
+use crate::storage::key::{open_entry_writable, Ttl};
 use crate::storage::{handover, notify};
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
@@ -25,18 +25,15 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
         value: slot,
         keep_ttl,
     } = decode_header(header.as_slice()).map_err(|e| CacheError::BadRecord(e.to_string()))?;
-    let (key, exists) = open_entry_writable(ctx, name)?;
+    let mut key = open_entry_writable(ctx, name)?;
     entry.value = match (slot, value) {
         (ValueSlot::Present, Some(v)) => Some(v.as_slice().to_vec()),
         (ValueSlot::None, None) => None,
-        (ValueSlot::Keep, None) => {
-            let old = if exists { key.entry() } else { None };
-            old.and_then(|e| e.value.take())
-        }
+        (ValueSlot::Keep, None) => key.entry().and_then(|e| e.value.take()),
         _ => return Err(CacheError::BadRecord("value does not match the header".into()).into()),
     };
     observe_ids(&entry);
-    key.store(entry, exists, !keep_ttl);
+    key.store(entry, if keep_ttl { Ttl::Keep } else { Ttl::FromEntry });
     drop(key);
     notify::apply(ctx, name);
     // A record that brings a value wakes callers parked on the key, as any fill does.

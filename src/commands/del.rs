@@ -4,9 +4,9 @@
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::Arg;
-use super::{open_entry, open_entry_writable};
 use crate::error::CacheError;
 use crate::stats;
+use crate::storage::key::{open_entry, open_entry_writable};
 use crate::storage::{handover, ids, notify, replicate};
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
@@ -20,8 +20,8 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     }
     let mut deleted: Vec<&Arg> = Vec::new();
     for name in names {
-        let (key, exists) = open_entry_writable(ctx, name)?;
-        if !exists {
+        let mut key = open_entry_writable(ctx, name)?;
+        if !key.holds_entry() {
             continue;
         }
         key.delete();
@@ -35,8 +35,8 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
         // The leases went with the keys: callers parked on them get the next one.
         let now = ids::now_ms();
         for name in deleted.iter().filter(|n| handover::is_waited(ctx, n)) {
-            if let Ok((key, exists)) = open_entry_writable(ctx, name) {
-                handover::hand_over(ctx, &key, exists, name, now);
+            if let Ok(mut key) = open_entry_writable(ctx, name) {
+                handover::hand_over(ctx, &mut key, name, now);
             }
         }
     }

@@ -4,19 +4,19 @@
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::Arg;
-use super::open_entry;
 use crate::core::entry::Freshness;
 use crate::error::CacheError;
 use crate::reply;
 use crate::stats;
 use crate::storage::ids::now_ms;
+use crate::storage::key::open_entry;
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let [_, name] = args else {
         return Err(CacheError::Arity("cache.get").into());
     };
     let key = open_entry(ctx, name)?;
-    let entry = key.as_ref().and_then(|k| k.entry());
+    let entry = key.as_ref().map(|k| k.entry());
     let now = now_ms();
     let value = match entry {
         Some(e) => match e.freshness(now) {

@@ -9,11 +9,12 @@ use rand::{Rng, SeedableRng};
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::{parse_beta, parse_positive_ms, Arg, Options};
-use super::{open_entry, open_entry_writable, read};
+use super::read;
 use crate::config;
 use crate::core::xfetch::{decide, Status};
 use crate::error::CacheError;
 use crate::reply;
+use crate::storage::key::{open_entry, open_entry_writable};
 use crate::storage::{handover, ids};
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
@@ -40,22 +41,22 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     // replication).
     let decision = {
         let key = open_entry(ctx, name)?;
-        let entry = key.as_ref().and_then(|k| k.entry());
-        let decision = decide(entry.as_deref(), now, beta, uniform_open0_closed1);
+        let entry = key.as_ref().map(|k| k.entry());
+        let decision = decide(entry, now, beta, uniform_open0_closed1);
         if !decision.grant {
-            reply::read::answer(ctx, entry.as_deref(), decision.status, now);
+            reply::read::answer(ctx, entry, decision.status, now);
             return Ok(RedisValue::NoReply);
         }
         decision
     };
 
-    let (key, exists) = open_entry_writable(ctx, name)?;
+    let mut key = open_entry_writable(ctx, name)?;
     // A LOCKGET caller parked on this key is first in line for the lease.
-    if decision.status == Status::Miss && handover::hand_over(ctx, &key, exists, name, now) {
+    if decision.status == Status::Miss && handover::hand_over(ctx, &mut key, name, now) {
         reply::read::answer(ctx, None, Status::Locked, now);
         return Ok(RedisValue::NoReply);
     }
-    read::grant_and_answer(ctx, (&key, exists), name, decision.status, now, lease_until);
+    read::grant_and_answer(ctx, &mut key, name, decision.status, now, lease_until);
     Ok(RedisValue::NoReply)
 }
 

@@ -8,17 +8,17 @@
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::Arg;
-use super::open_entry;
 use crate::core::entry::NEVER;
 use crate::error::CacheError;
 use crate::storage::ids;
+use crate::storage::key::open_entry;
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let [_, name] = args else {
         return Err(CacheError::Arity("cache.inspect").into());
     };
     let key = open_entry(ctx, name)?;
-    let Some(e) = key.as_ref().and_then(|k| k.entry()) else {
+    let Some(e) = key.as_ref().map(|k| k.entry()) else {
         return Ok(RedisValue::Null);
     };
     let now = ids::now_ms();

@@ -9,13 +9,14 @@
 use redis_module::{Context, ContextFlags, RedisResult, RedisValue};
 
 use super::args::{parse_positive_ms, Arg, Options};
-use super::{open_entry, open_entry_writable, read};
+use super::read;
 use crate::config;
 use crate::core::entry::Entry;
 use crate::core::lock;
 use crate::core::xfetch::Status;
 use crate::error::CacheError;
 use crate::reply;
+use crate::storage::key::{open_entry, open_entry_writable};
 use crate::storage::{handover, ids};
 use crate::wrapper::blocked;
 
@@ -45,26 +46,26 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
 
     let decision = {
         let key = open_entry(ctx, name)?;
-        let entry = key.as_ref().and_then(|k| k.entry());
-        let decision = lock::decide(entry.as_deref(), now);
+        let entry = key.as_ref().map(|k| k.entry());
+        let decision = lock::decide(entry, now);
         if !decision.grant {
             if decision.status == Status::Locked {
                 if let Some(wait) = wait_ms {
-                    let ends = lease_end(entry.as_deref(), now);
+                    let ends = lease_end(entry, now);
                     drop(key);
                     blocked::park(ctx, name, lease_ms, wait, ends);
                     return Ok(RedisValue::NoReply);
                 }
             }
-            reply::read::answer(ctx, entry.as_deref(), decision.status, now);
+            reply::read::answer(ctx, entry, decision.status, now);
             return Ok(RedisValue::NoReply);
         }
         decision
     };
 
-    let (key, exists) = open_entry_writable(ctx, name)?;
+    let mut key = open_entry_writable(ctx, name)?;
     // Callers already parked on the key come first: the longest-waiting one gets the lease.
-    if decision.status == Status::Miss && handover::hand_over(ctx, &key, exists, name, now) {
+    if decision.status == Status::Miss && handover::hand_over(ctx, &mut key, name, now) {
         let ends = lease_end(key.entry().as_deref(), now);
         drop(key);
         match wait_ms {
@@ -73,7 +74,7 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
         }
         return Ok(RedisValue::NoReply);
     }
-    read::grant_and_answer(ctx, (&key, exists), name, decision.status, now, lease_until);
+    read::grant_and_answer(ctx, &mut key, name, decision.status, now, lease_until);
     Ok(RedisValue::NoReply)
 }
 

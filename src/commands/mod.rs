@@ -25,7 +25,6 @@ use redis_module::{raw, Context, RedisResult, Status};
 
 use crate::error::CacheError;
 use crate::guard;
-pub(crate) use crate::storage::key::{open_entry, open_entry_writable};
 use args::Arg;
 
 pub type Handler = fn(&Context, &[Arg]) -> RedisResult;

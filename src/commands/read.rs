@@ -5,20 +5,20 @@ use redis_module::Context;
 use super::args::Arg;
 use crate::core::xfetch::Status;
 use crate::reply::{self, read};
-use crate::storage::key::Key;
+use crate::storage::key::WriteKey;
 use crate::storage::lease;
 
 /// Grants this caller the lease on `name` (open for writing as `key`) and answers with it.
 pub fn grant_and_answer(
     ctx: &Context,
-    (key, exists): (&Key, bool),
+    key: &mut WriteKey,
     name: &Arg,
     status: Status,
     now: i64,
     lease_until: i64,
 ) {
     read::count(status);
-    let token = lease::grant(ctx, key, exists, name, now, lease_until);
-    let value = if exists { key.entry() } else { None }.and_then(|e| e.usable_value(now));
+    let token = lease::grant(ctx, key, name, now, lease_until);
+    let value = key.entry().and_then(|e| e.usable_value(now));
     reply::triple(ctx, value, status, Some(token));
 }

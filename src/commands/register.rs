@@ -66,6 +66,7 @@ fn register_one(ctx: &Context, spec: &CommandSpec) -> Result<(), &'static str> {
     // SAFETY: `command` is the live command just created; the category string is 'static.
     // The function pointer is None on Redis 7.0, which has no categories for module commands.
     if let Some(set_categories) = unsafe { raw::RedisModule_SetCommandACLCategories } {
+        // SAFETY: as above: a live command and a 'static C string.
         if unsafe { set_categories(command, spec.acl_categories.as_ptr()) } != ok {
             return Err("SetCommandACLCategories refused the categories");
         }

@@ -5,8 +5,8 @@
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::{parse_token, Arg};
-use super::open_entry_writable;
 use crate::error::CacheError;
+use crate::storage::key::open_entry_writable;
 use crate::storage::{handover, ids};
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
@@ -15,7 +15,8 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     };
     let token = parse_token(token.as_slice())?;
     let now = ids::now_ms();
-    let (key, exists) = open_entry_writable(ctx, name)?;
-    let released = exists && handover::release_and_hand_over(ctx, &key, name, token, now);
+    let mut key = open_entry_writable(ctx, name)?;
+    let released =
+        key.holds_entry() && handover::release_and_hand_over(ctx, &mut key, name, token, now);
     Ok(RedisValue::Integer(released as i64))
 }

@@ -7,11 +7,11 @@
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::args::{parse_ex, parse_nonneg_ms, parse_positive_ms, parse_token, Arg, Options};
-use super::open_entry_writable;
 use crate::config;
 use crate::core::entry::{copy_value, decide_write, LeaseEffect, Write, NEVER};
 use crate::error::CacheError;
 use crate::stats;
+use crate::storage::key::{open_entry_writable, Ttl};
 use crate::storage::{handover, ids, notify, replicate};
 
 /// Parses the write options every value-writing command shares,
@@ -83,8 +83,8 @@ pub fn store(
     write: &Write,
     now: i64,
 ) -> Result<Option<u64>, CacheError> {
-    let (key, exists) = open_entry_writable(ctx, name)?;
-    let existing = if exists { key.entry() } else { None };
+    let mut key = open_entry_writable(ctx, name)?;
+    let existing = key.entry();
     let plan = match decide_write(existing.as_deref(), write, now, config::default_delta_ms()) {
         Ok(plan) => plan,
         Err(_) => {
@@ -108,13 +108,14 @@ pub fn store(
             e.overwrite(plan, bytes, version)
                 .map_err(|_| CacheError::Internal)?;
             replicate::entry_written(ctx, name, e, Some(value));
-            key.set_expiry(e.key_expires_at());
+            let expires = e.key_expires_at();
+            key.set_expiry(expires);
         }
         None => {
             let owned = copy_value(bytes).map_err(|_| CacheError::Internal)?;
             let entry = plan.into_entry(owned, version, Vec::new());
             replicate::entry_written(ctx, name, &entry, Some(value));
-            key.store(entry, false, true);
+            key.store(entry, Ttl::FromEntry);
         }
     }
     drop(key);

@@ -29,6 +29,7 @@ struct Prebuilt([*mut raw::RedisModuleCallReply; 6]);
 
 // SAFETY: the replies are created once and then only read, on the main thread.
 unsafe impl Send for Prebuilt {}
+// SAFETY: as for Send: never written after creation, read on the main thread only.
 unsafe impl Sync for Prebuilt {}
 
 static PREBUILT: OnceLock<Prebuilt> = OnceLock::new();
@@ -50,6 +51,7 @@ pub fn prepare(ctx: &Context) {
             )
         };
         let is_bulk = !reply.is_null()
+            // SAFETY: a live call reply, just checked non-null.
             && unsafe { raw::RedisModule_CallReplyType.unwrap()(reply) }
                 == raw::REDISMODULE_REPLY_STRING as i32;
         if !is_bulk {
@@ -91,6 +93,7 @@ pub fn bulk(ctx: &Context, v: &[u8]) {
 }
 
 pub fn null(ctx: &Context) {
+    // SAFETY: a live context of a command or a blocked client's reply callback.
     unsafe { raw::RedisModule_ReplyWithNull.unwrap()(ctx.ctx) };
 }
 
@@ -103,6 +106,7 @@ pub fn bulk_or_null(ctx: &Context, v: Option<&[u8]>) {
 
 /// The 3-element reply of GETX and LOCKGET: `[value or nil, status, token or nil]`.
 pub fn triple(ctx: &Context, value: Option<&[u8]>, status: Status, token: Option<u64>) {
+    // SAFETY: a live context; the three elements follow.
     unsafe {
         raw::RedisModule_ReplyWithArray.unwrap()(ctx.ctx, 3);
     }
@@ -111,6 +115,7 @@ pub fn triple(ctx: &Context, value: Option<&[u8]>, status: Status, token: Option
     // and sanitizes its argument on every call; clients read both as a string.
     status_word(ctx, status);
     match token {
+        // SAFETY: a live context.
         Some(t) => unsafe {
             raw::RedisModule_ReplyWithLongLong.unwrap()(ctx.ctx, t as i64);
         },

@@ -18,7 +18,9 @@ impl Arg {
         if argv.is_null() || argc == 0 {
             return &[];
         }
-        std::slice::from_raw_parts(argv.cast::<Arg>(), argc)
+        // SAFETY: the caller guarantees `argc` live strings at `argv`; `Arg` is a
+        // transparent wrapper of the pointer.
+        unsafe { std::slice::from_raw_parts(argv.cast::<Arg>(), argc) }
     }
 
     /// Wraps a string the caller owns and keeps alive while the `Arg` is used.

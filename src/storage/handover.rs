@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use redis_module::{raw, Context};
 
 use super::arg::Arg;
-use super::key::{open_entry, open_entry_writable, Key};
+use super::key::{open_entry, open_entry_writable, WriteKey};
 use super::lease;
 use crate::core::lock;
 use crate::core::waiters::{LineKey, Registry};
@@ -61,17 +61,16 @@ pub fn signal(ctx: &Context, name: &Arg) {
 /// If callers are parked on `name` and its lease is free, hands a new lease to the
 /// longest-waiting one and signals the key. `key` is `name` open for writing. Returns
 /// whether a lease was handed over (the current caller must then not take one).
-pub fn hand_over(ctx: &Context, key: &Key, exists: bool, name: &Arg, now: i64) -> bool {
+pub fn hand_over(ctx: &Context, key: &mut WriteKey, name: &Arg, now: i64) -> bool {
     let line = line_of(ctx, name.as_slice());
     let Some(front) = with(|r| r.front(&line)) else {
         return false;
     };
-    let entry = if exists { key.entry() } else { None };
-    if !lock::lease_is_free(entry.as_deref(), now) {
+    if !lock::lease_is_free(key.entry().as_deref(), now) {
         return false;
     }
     let ends = now.saturating_add(front.lease_ms);
-    let token = lease::grant(ctx, key, exists, name, now, ends);
+    let token = lease::grant(ctx, key, name, now, ends);
     with(|r| {
         r.hand(&line, front.ticket, token);
         // Until that caller is served, and then for the next in line, the key matters again
@@ -85,18 +84,24 @@ pub fn hand_over(ctx: &Context, key: &Key, exists: bool, name: &Arg, now: i64) -
 
 /// Releases lease `token` on `name` (open for writing as `key`) when it is current, and
 /// hands the key to the next caller in line. Whether it was released.
-pub fn release_and_hand_over(ctx: &Context, key: &Key, name: &Arg, token: u64, now: i64) -> bool {
+pub fn release_and_hand_over(
+    ctx: &Context,
+    key: &mut WriteKey,
+    name: &Arg,
+    token: u64,
+    now: i64,
+) -> bool {
     if !lease::release(ctx, key, name, token, now) {
         return false;
     }
-    hand_over(ctx, key, !key.is_empty(), name, now);
+    hand_over(ctx, key, name, now);
     true
 }
 
 /// A lease handed to a caller that left before hearing of it: release it for the next one.
 pub fn release_orphan(ctx: &Context, name: &Arg, token: u64, now: i64) {
-    if let Ok((key, true)) = open_entry_writable(ctx, name) {
-        release_and_hand_over(ctx, &key, name, token, now);
+    if let Ok(mut key) = open_entry_writable(ctx, name) {
+        release_and_hand_over(ctx, &mut key, name, token, now);
     }
 }
 
@@ -112,7 +117,7 @@ pub fn check_line(ctx: &Context, name: &Arg, now: i64) {
     // Look first without writing: a key whose lease is held stays untouched.
     let (has_value, lease_ends) = match open_entry(ctx, name) {
         Ok(key) => {
-            let entry = key.as_ref().and_then(|k| k.entry());
+            let entry = key.as_ref().map(|k| k.entry());
             let has_value = entry
                 .as_ref()
                 .is_some_and(|e| e.usable_value(now).is_some());
@@ -129,8 +134,8 @@ pub fn check_line(ctx: &Context, name: &Arg, now: i64) {
         Some(ends) => ends,
         None if has_value => now.saturating_add(RECHECK_MS),
         None => {
-            if let Ok((key, exists)) = open_entry_writable(ctx, name) {
-                hand_over(ctx, &key, exists, name, now);
+            if let Ok(mut key) = open_entry_writable(ctx, name) {
+                hand_over(ctx, &mut key, name, now);
             }
             return;
         }

@@ -1,5 +1,6 @@
-//! A thin owner of a raw `RedisModuleKey`: open, look at the entry, store, expire, delete,
-//! and close on drop. The crate's safe key types lack absolute expiry and a cheap type check.
+//! Typed handles over a raw `RedisModuleKey`: `ReadKey` (holds an entry, read it) and
+//! `WriteKey` (empty or holding an entry: change it, store, expire, delete), closed on drop.
+//! The crate's safe key types lack absolute expiry and a cheap type check.
 
 use std::os::raw::c_void;
 use std::ptr::NonNull;
@@ -11,25 +12,29 @@ use super::datatype::{self, CACHE_TYPE};
 use crate::core::entry::Entry;
 use crate::error::CacheError;
 
-pub enum Kind {
+enum Kind {
     Empty,
     Entry,
     Other,
 }
 
-pub struct Key {
+/// Whether `store` sets the key's expiry from the entry or leaves the key's TTL as it is (an
+/// AOF-rewrite record, whose TTL Redis writes after it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ttl {
+    FromEntry,
+    Keep,
+}
+
+/// A raw key handle, closed on drop. Only the typed handles below hand it out.
+struct Key {
     inner: NonNull<raw::RedisModuleKey>,
 }
 
 impl Key {
     /// Opens `name` for reading, or reading and writing. `None` only when Redis returns no
     /// handle (a read of a missing key).
-    pub fn open(ctx: &Context, name: &Arg, write: bool) -> Option<Key> {
-        let mode = if write {
-            raw::KeyMode::READ | raw::KeyMode::WRITE
-        } else {
-            raw::KeyMode::READ
-        };
+    fn open(ctx: &Context, name: &Arg, mode: raw::KeyMode) -> Option<Key> {
         // SAFETY: ctx and name are live for the duration of the command.
         let ptr = unsafe { raw::RedisModule_OpenKey.unwrap()(ctx.ctx, name.raw(), mode.bits()) };
         NonNull::new(ptr.cast::<raw::RedisModuleKey>()).map(|inner| Key { inner })
@@ -39,7 +44,7 @@ impl Key {
         self.inner.as_ptr()
     }
 
-    pub fn kind(&self) -> Kind {
+    fn kind(&self) -> Kind {
         // SAFETY: the key handle is open. GetType answers null for an empty key and for keys
         // that are not module values, so the common case (our entry) takes one call.
         unsafe {
@@ -56,64 +61,11 @@ impl Key {
         }
     }
 
-    /// The entry stored at this key. Call only after `kind()` said `Entry`.
-    #[allow(clippy::mut_from_ref)]
-    pub fn entry(&self) -> Option<&mut Entry> {
-        // SAFETY: values of our module type are always `Box<Entry>` pointers.
-        unsafe {
-            let p = raw::RedisModule_ModuleTypeGetValue.unwrap()(self.raw()).cast::<Entry>();
-            p.as_mut()
-        }
-    }
-
-    /// Stores `entry` and, with `set_ttl`, sets the key's expiry from it. `replace` says the
-    /// key already holds an entry: it is swapped in place (the old one freed here), which
-    /// Redis does not treat as a delete of the key (no unlink callback, no lease counted as
-    /// revoked).
-    pub fn store(&self, entry: Entry, replace: bool, set_ttl: bool) {
-        let expires = entry.key_expires_at();
-        let ptr = datatype::into_raw(entry).cast::<c_void>();
-        let mt = *CACHE_TYPE.raw_type.borrow();
-        // SAFETY: the key is open for writing; it is empty (set) or holds our type (replace),
-        // as the callers checked with `kind()`.
-        unsafe {
-            if replace {
-                let mut old: *mut c_void = std::ptr::null_mut();
-                raw::RedisModule_ModuleTypeReplaceValue.unwrap()(self.raw(), mt, ptr, &mut old);
-                if !old.is_null() {
-                    datatype::free_entry(old.cast::<Entry>());
-                }
-            } else {
-                raw::RedisModule_ModuleTypeSetValue.unwrap()(self.raw(), mt, ptr);
-            }
-        }
-        if set_ttl {
-            self.set_expiry(expires);
-        }
-    }
-
-    /// Sets the key's absolute expiry, or removes it.
-    pub fn set_expiry(&self, at_ms: Option<i64>) {
-        // SAFETY: the key is open for writing and holds a value.
-        unsafe {
-            match at_ms {
-                Some(at) => raw::RedisModule_SetAbsExpire.unwrap()(self.raw(), at.max(1)),
-                None => raw::RedisModule_SetExpire.unwrap()(
-                    self.raw(),
-                    raw::REDISMODULE_NO_EXPIRE.into(),
-                ),
-            };
-        }
-    }
-
-    /// Whether the key holds nothing (never existed, or was just deleted).
-    pub fn is_empty(&self) -> bool {
-        matches!(self.kind(), Kind::Empty)
-    }
-
-    pub fn delete(&self) {
-        // SAFETY: the key is open for writing.
-        unsafe { raw::RedisModule_DeleteKey.unwrap()(self.raw()) };
+    /// The entry the key holds; null unless `kind()` is `Entry`.
+    fn value(&self) -> *mut Entry {
+        // SAFETY: the key handle is open; values of our module type are always the
+        // `Box<Entry>` pointers `datatype::into_raw` made.
+        unsafe { raw::RedisModule_ModuleTypeGetValue.unwrap()(self.raw()).cast::<Entry>() }
     }
 }
 
@@ -124,25 +76,109 @@ impl Drop for Key {
     }
 }
 
+/// A key open for reading that holds an entry.
+pub struct ReadKey {
+    key: Key,
+}
+
+impl ReadKey {
+    pub fn entry(&self) -> &Entry {
+        // SAFETY: `open_entry` checked the key holds our type, so the value is a live
+        // `Box<Entry>`; a read handle cannot replace it, and the borrow ends before the
+        // handle is closed.
+        unsafe { self.key.value().as_ref() }.expect("a key of the cache type holds an entry")
+    }
+}
+
+/// A key open for writing: empty, or holding an entry (never another type).
+pub struct WriteKey {
+    key: Key,
+}
+
+impl WriteKey {
+    /// Whether the key holds an entry now.
+    pub fn holds_entry(&self) -> bool {
+        matches!(self.key.kind(), Kind::Entry)
+    }
+
+    /// The entry the key holds now, to read or change in place.
+    pub fn entry(&mut self) -> Option<&mut Entry> {
+        if !self.holds_entry() {
+            return None;
+        }
+        // SAFETY: the key holds our type (checked just above), so the value is a live
+        // `Box<Entry>` owned by Redis; the `&mut self` borrow makes this the only reference
+        // through this handle until it ends.
+        unsafe { self.key.value().as_mut() }
+    }
+
+    /// Stores `entry`, replacing the entry the key holds (in place: Redis does not treat it
+    /// as a delete of the key, so no unlink callback and no lease counted as revoked) or
+    /// setting it on the empty key; `ttl` says whether the key's expiry follows the entry.
+    pub fn store(&mut self, entry: Entry, ttl: Ttl) {
+        let expires = entry.key_expires_at();
+        let replace = self.holds_entry();
+        let ptr = datatype::into_raw(entry).cast::<c_void>();
+        let mt = *CACHE_TYPE.raw_type.borrow();
+        // SAFETY: the key is open for writing; it holds our type (replace) or nothing (set),
+        // as `holds_entry` and `open_entry_writable` established. The old value Redis hands
+        // back is ours to free.
+        unsafe {
+            if replace {
+                let mut old: *mut c_void = std::ptr::null_mut();
+                raw::RedisModule_ModuleTypeReplaceValue.unwrap()(self.key.raw(), mt, ptr, &mut old);
+                if !old.is_null() {
+                    datatype::free_entry(old.cast::<Entry>());
+                }
+            } else {
+                raw::RedisModule_ModuleTypeSetValue.unwrap()(self.key.raw(), mt, ptr);
+            }
+        }
+        if ttl == Ttl::FromEntry {
+            self.set_expiry(expires);
+        }
+    }
+
+    /// Sets the key's absolute expiry, or removes it.
+    pub fn set_expiry(&mut self, at_ms: Option<i64>) {
+        // SAFETY: the key is open for writing and holds a value.
+        unsafe {
+            match at_ms {
+                Some(at) => raw::RedisModule_SetAbsExpire.unwrap()(self.key.raw(), at.max(1)),
+                None => raw::RedisModule_SetExpire.unwrap()(
+                    self.key.raw(),
+                    raw::REDISMODULE_NO_EXPIRE.into(),
+                ),
+            };
+        }
+    }
+
+    pub fn delete(&mut self) {
+        // SAFETY: the key is open for writing.
+        unsafe { raw::RedisModule_DeleteKey.unwrap()(self.key.raw()) };
+    }
+}
+
 /// Opens a key to read an entry: `None` when the key does not exist, `WRONGTYPE` when it
 /// holds something else.
-pub fn open_entry(ctx: &Context, name: &Arg) -> Result<Option<Key>, CacheError> {
-    let Some(key) = Key::open(ctx, name, false) else {
+pub fn open_entry(ctx: &Context, name: &Arg) -> Result<Option<ReadKey>, CacheError> {
+    let Some(key) = Key::open(ctx, name, raw::KeyMode::READ) else {
         return Ok(None);
     };
     match key.kind() {
         Kind::Empty => Ok(None),
-        Kind::Entry => Ok(Some(key)),
+        Kind::Entry => Ok(Some(ReadKey { key })),
         Kind::Other => Err(CacheError::WrongType),
     }
 }
 
-/// Opens a key to write an entry; the flag says whether an entry is already there.
-pub fn open_entry_writable(ctx: &Context, name: &Arg) -> Result<(Key, bool), CacheError> {
-    let key = Key::open(ctx, name, true).ok_or(CacheError::Internal)?;
+/// Opens a key to write an entry: empty or holding one; `WRONGTYPE` when it holds something
+/// else.
+pub fn open_entry_writable(ctx: &Context, name: &Arg) -> Result<WriteKey, CacheError> {
+    let key = Key::open(ctx, name, raw::KeyMode::READ | raw::KeyMode::WRITE)
+        .ok_or(CacheError::Internal)?;
     match key.kind() {
-        Kind::Empty => Ok((key, false)),
-        Kind::Entry => Ok((key, true)),
+        Kind::Empty | Kind::Entry => Ok(WriteKey { key }),
         Kind::Other => Err(CacheError::WrongType),
     }
 }

@@ -4,21 +4,14 @@
 use redis_module::Context;
 
 use super::arg::Arg;
-use super::key::Key;
+use super::key::{Ttl, WriteKey};
 use super::{ids, notify, replicate};
 use crate::core::entry::{self, Entry, Lease};
 use crate::stats;
 
-/// Grants a new lease on `name`, open for writing as `key` (`exists`: it holds an entry),
-/// creating a pending entry when there is none. Returns the token.
-pub fn grant(
-    ctx: &Context,
-    key: &Key,
-    exists: bool,
-    name: &Arg,
-    now: i64,
-    lease_until: i64,
-) -> u64 {
+/// Grants a new lease on `name`, open for writing as `key`, creating a pending entry when
+/// there is none. Returns the token.
+pub fn grant(ctx: &Context, key: &mut WriteKey, name: &Arg, now: i64, lease_until: i64) -> u64 {
     let token = ids::next_id(now);
     let lease = Lease {
         token,
@@ -26,19 +19,20 @@ pub fn grant(
         expires_ms: lease_until,
     };
     stats::LEASES_GRANTED.incr();
-    match if exists { key.entry() } else { None } {
+    match key.entry() {
         Some(e) => {
             if e.lease.as_ref().is_some_and(|l| !l.is_active(now)) {
                 stats::LEASES_EXPIRED.incr();
             }
             e.lease = Some(lease);
-            key.set_expiry(e.key_expires_at());
             replicate::metadata_changed(ctx, name, e);
+            let expires = e.key_expires_at();
+            key.set_expiry(expires);
         }
         None => {
             let e = Entry::pending(lease);
             replicate::entry_written(ctx, name, &e, None);
-            key.store(e, false, true);
+            key.store(e, Ttl::FromEntry);
         }
     }
     notify::lease(ctx, name);
@@ -48,7 +42,7 @@ pub fn grant(
 /// Gives up the lease `token` on `name` (open for writing as `key`) when it is the current
 /// one: the key keeps its value, or goes when it held only the lease. Replicates; returns
 /// whether it was released. Parked callers are not handed over here (see `waiters`).
-pub fn release(ctx: &Context, key: &Key, name: &Arg, token: u64, now: i64) -> bool {
+pub fn release(ctx: &Context, key: &mut WriteKey, name: &Arg, token: u64, now: i64) -> bool {
     let Some(e) = key.entry() else {
         return false;
     };
@@ -58,8 +52,9 @@ pub fn release(ctx: &Context, key: &Key, name: &Arg, token: u64, now: i64) -> bo
     stats::LEASES_RELEASED.incr();
     notify::release(ctx, name);
     if e.value.is_some() {
-        key.set_expiry(e.key_expires_at());
         replicate::metadata_changed(ctx, name, e);
+        let expires = e.key_expires_at();
+        key.set_expiry(expires);
     } else {
         // A pending entry without its lease holds nothing: the key goes.
         key.delete();

@@ -164,11 +164,11 @@ extern "C" fn on_ready(
         let Ok(key) = open_entry(ctx, name) else {
             return raw::REDISMODULE_ERR as c_int;
         };
-        let entry = key.as_ref().and_then(|k| k.entry());
-        match lock::on_wake(entry.as_deref(), now, granted_to(ticket)) {
+        let entry = key.as_ref().map(|k| k.entry());
+        match lock::on_wake(entry, now, granted_to(ticket)) {
             Wake::Value(status) => {
                 stats::LOCKGET_WAKEUPS.incr();
-                read::answer(ctx, entry.as_deref(), status, now);
+                read::answer(ctx, entry, status, now);
                 raw::REDISMODULE_OK as c_int
             }
             Wake::Granted(token) => answer_granted(ctx, ticket, token),
@@ -191,8 +191,8 @@ extern "C" fn on_timeout(
             if let Some(token) = granted_to(ticket) {
                 let now = ids::now_ms();
                 let key = open_entry(ctx, name).ok().flatten();
-                let entry = key.as_ref().and_then(|k| k.entry());
-                if lock::on_wake(entry.as_deref(), now, Some(token)) == Wake::Granted(token) {
+                let entry = key.as_ref().map(|k| k.entry());
+                if lock::on_wake(entry, now, Some(token)) == Wake::Granted(token) {
                     return answer_granted(ctx, ticket, token);
                 }
             }
