@@ -21,16 +21,16 @@ pub mod spec;
 
 use std::os::raw::c_int;
 
-use redis_module::{raw, Context, RedisResult, Status};
+use redis_module::{raw, Context, RedisResult, RedisValue, Status};
 
 use crate::error::CacheError;
-use crate::guard;
+use crate::{guard, reply};
 use args::Arg;
 
 pub type Handler = fn(&Context, &[Arg]) -> RedisResult;
 
-/// Runs a handler and sends its reply. A panic becomes an error reply: it must never unwind
-/// into Redis.
+/// Runs a handler and sends its reply. A panic must never unwind into Redis: it becomes an
+/// error reply, unless the handler had already begun its own reply (then nothing is added).
 pub(crate) fn dispatch(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
@@ -40,9 +40,13 @@ pub(crate) fn dispatch(
     let context = Context::new(ctx);
     // SAFETY: Redis hands us argc live strings for the duration of the call.
     let args = unsafe { Arg::slice(argv, argc.max(0) as usize) };
+    reply::begun();
     let result = guard::catch(
         || handler(&context, args),
-        || Err(CacheError::Internal.into()),
+        || match reply::begun() {
+            true => Ok(RedisValue::NoReply),
+            false => Err(CacheError::Internal.into()),
+        },
     );
     context.reply(result) as c_int
 }

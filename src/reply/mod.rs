@@ -4,6 +4,7 @@
 
 pub mod read;
 
+use std::cell::Cell;
 use std::os::raw::c_char;
 use std::sync::OnceLock;
 
@@ -33,6 +34,23 @@ unsafe impl Send for Prebuilt {}
 unsafe impl Sync for Prebuilt {}
 
 static PREBUILT: OnceLock<Prebuilt> = OnceLock::new();
+
+thread_local! {
+    /// Whether the running command has begun its direct reply (see `begun`).
+    static BEGUN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether a direct reply was begun since the last call (which resets it). A command whose
+/// handler panics after it began replying must not add an error reply to the stream: handlers
+/// make every decision and write before they reply, so nothing is left half-done but the
+/// reply, and the panic is in the log.
+pub fn begun() -> bool {
+    BEGUN.replace(false)
+}
+
+fn begin() {
+    BEGUN.set(true);
+}
 
 /// Builds the status replies; without them (if `ECHO` cannot be called) statuses are sent as
 /// bulk strings built each time, the same bytes on the wire.
@@ -82,6 +100,7 @@ fn status_word(ctx: &Context, status: Status) {
 }
 
 pub fn bulk(ctx: &Context, v: &[u8]) {
+    begin();
     // SAFETY: the buffer is live for the call; Redis copies it into the reply.
     unsafe {
         raw::RedisModule_ReplyWithStringBuffer.unwrap()(
@@ -93,6 +112,7 @@ pub fn bulk(ctx: &Context, v: &[u8]) {
 }
 
 pub fn null(ctx: &Context) {
+    begin();
     // SAFETY: a live context of a command or a blocked client's reply callback.
     unsafe { raw::RedisModule_ReplyWithNull.unwrap()(ctx.ctx) };
 }
@@ -106,6 +126,7 @@ pub fn bulk_or_null(ctx: &Context, v: Option<&[u8]>) {
 
 /// The 3-element reply of GETX and LOCKGET: `[value or nil, status, token or nil]`.
 pub fn triple(ctx: &Context, value: Option<&[u8]>, status: Status, token: Option<u64>) {
+    begin();
     // SAFETY: a live context; the three elements follow.
     unsafe {
         raw::RedisModule_ReplyWithArray.unwrap()(ctx.ctx, 3);
