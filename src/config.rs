@@ -2,12 +2,15 @@
 //! (`loadmodule libredis_cache.so lease-ms 3000`), in redis.conf after the `loadmodule` line
 //! (`cache.lease-ms 3000`) and with `CONFIG SET/GET`.
 
+use std::os::raw::c_char;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use redis_module::configuration::ConfigurationContext;
-use redis_module::{ConfigurationValue, RedisError, RedisString};
+use redis_module::{raw, ConfigurationValue, RedisError, RedisString};
 
-use crate::commands::args::parse_beta;
+use crate::core::number;
+use crate::error::CacheError;
 
 pub const DEFAULT_BETA: &str = "1";
 pub const DEFAULT_LEASE_MS: i64 = 5_000;
@@ -23,7 +26,7 @@ pub static GRACE_MS: AtomicI64 = AtomicI64::new(DEFAULT_GRACE_MS);
 /// `cache.default-delta-ms`: recompute cost assumed until a fill measures or states one.
 pub static DEFAULT_DELTA: AtomicI64 = AtomicI64::new(DEFAULT_DELTA_MS);
 /// `cache.beta`: XFetch eagerness when GETX gives no `BETA`.
-pub static BETA: BetaConfig = BetaConfig(AtomicU64::new(0x3FF0_0000_0000_0000)); // 1.0
+pub static BETA: BetaConfig = BetaConfig::new(1.0);
 
 pub fn lease_ms() -> i64 {
     LEASE_MS.load(Ordering::Relaxed)
@@ -35,23 +38,69 @@ pub fn default_delta_ms() -> i64 {
     DEFAULT_DELTA.load(Ordering::Relaxed)
 }
 pub fn beta() -> f64 {
-    f64::from_bits(BETA.0.load(Ordering::Relaxed))
+    BETA.value()
 }
 
 /// A finite positive float stored as a string config, validated on every set.
-pub struct BetaConfig(AtomicU64);
+///
+/// Redis does not free the string a module's config getter returns: the module keeps it. So
+/// the text of the current value is made once and kept (until the next set), and `get` hands
+/// out that same string; a new string per `CONFIG GET` would leak one each time.
+pub struct BetaConfig {
+    bits: AtomicU64,
+    text: Mutex<Option<OwnedString>>,
+}
+
+impl BetaConfig {
+    const fn new(value: f64) -> BetaConfig {
+        BetaConfig {
+            bits: AtomicU64::new(value.to_bits()),
+            text: Mutex::new(None),
+        }
+    }
+
+    fn value(&self) -> f64 {
+        f64::from_bits(self.bits.load(Ordering::Relaxed))
+    }
+}
+
+/// A Redis string the module owns, freed on drop.
+struct OwnedString(*mut raw::RedisModuleString);
+
+// SAFETY: config callbacks run on Redis's main thread; the Mutex serialises them anyway.
+unsafe impl Send for OwnedString {}
+
+impl Drop for OwnedString {
+    fn drop(&mut self) {
+        // SAFETY: made by RedisModule_CreateString with no context, freed once, here.
+        unsafe { raw::RedisModule_FreeString.unwrap()(std::ptr::null_mut(), self.0) };
+    }
+}
 
 impl ConfigurationValue<RedisString> for BetaConfig {
     fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
-        RedisString::create(
-            None,
-            f64::from_bits(self.0.load(Ordering::Relaxed)).to_string(),
-        )
+        let mut text = self.text.lock().unwrap_or_else(|p| p.into_inner());
+        let owned = text.get_or_insert_with(|| {
+            let s = self.value().to_string();
+            // SAFETY: a buffer and its length; no context, so the module owns the string.
+            OwnedString(unsafe {
+                raw::RedisModule_CreateString.unwrap()(
+                    std::ptr::null_mut(),
+                    s.as_ptr().cast::<c_char>(),
+                    s.len(),
+                )
+            })
+        });
+        // Not retained: the crate hands this pointer to Redis without freeing it, and Redis
+        // only reads it; `text` keeps owning it.
+        RedisString::from_redis_module_string(std::ptr::null_mut(), owned.0)
     }
 
     fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
-        let beta = parse_beta(val.as_slice()).map_err(|e| RedisError::String(e.to_string()))?;
-        self.0.store(beta.to_bits(), Ordering::Relaxed);
+        let beta = number::parse_beta(val.as_slice())
+            .ok_or_else(|| RedisError::String(CacheError::InvalidBeta.to_string()))?;
+        self.bits.store(beta.to_bits(), Ordering::Relaxed);
+        *self.text.lock().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())
     }
 }

@@ -268,6 +268,21 @@ fn cache_set_bad_input() {
         row!(["CACHE.SET", "e1", "v", "EX", "10 "], NOT_INT),
         row!(["CACHE.SET", "e1", "v", "EX", "+10"], NOT_INT),
         row!(["CACHE.SET", "e1", "v", "EX", "0x10"], NOT_INT),
+        // Leading zeros and "-0", refused as core SET refuses them.
+        row!(["CACHE.SET", "new", "v", "PX", "0100"], NOT_INT),
+        row!(["CACHE.SET", "e1", "v", "EX", "010"], NOT_INT),
+        row!(
+            ["CACHE.SET", "e1", "v", "PX", "100", "GRACE", "00"],
+            NOT_INT
+        ),
+        row!(
+            ["CACHE.SET", "e1", "v", "PX", "100", "DELTA", "-0"],
+            NOT_INT
+        ),
+        row!(
+            ["CACHE.SET", "e1", "v", "PX", "100", "TOKEN", "01"],
+            "ERR TOKEN must be a positive 64-bit integer"
+        ),
         row!(["CACHE.SET", "e1", "v", "EX", "1e3"], NOT_INT),
         row!(["CACHE.SET", "e1", "v", "EX", b"1\x000"], NOT_INT),
         row!(["CACHE.SET", "e1", "v", "EX", b"\xff"], NOT_INT),
@@ -627,6 +642,7 @@ fn cache_getx_bad_input() {
         row!(["CACHE.GETX", "e1", "LEASE", "abc"], NOT_INT),
         row!(["CACHE.GETX", "new", "LEASE", "1.5"], NOT_INT),
         row!(["CACHE.GETX", "new", "LEASE", ""], NOT_INT),
+        row!(["CACHE.GETX", "new", "LEASE", "0100"], NOT_INT),
         row!(
             ["CACHE.GETX", "new", "LEASE", "99999999999999999999"],
             NOT_INT

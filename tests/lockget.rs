@@ -1505,6 +1505,8 @@ fn bad_input_is_refused_and_changes_nothing() {
         (vec!["CACHE.LOCKGET", "new", "PX", "abc"], NOTINT),
         (vec!["CACHE.LOCKGET", "new", "PX", "1.5"], NOTINT),
         (vec!["CACHE.LOCKGET", "new", "PX", "+5"], NOTINT),
+        (vec!["CACHE.LOCKGET", "new", "PX", "0100"], NOTINT),
+        (vec!["CACHE.LOCKGET", "new", "WAIT", "-0"], NOTINT),
         (vec!["CACHE.LOCKGET", "new", "PX", ""], NOTINT),
         (vec!["CACHE.LOCKGET", "new", "PX", huge], NOTINT),
         (vec!["CACHE.LOCKGET", "new", "PX", over], NOTINT),

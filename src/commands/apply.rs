@@ -7,9 +7,9 @@
 
 use redis_module::{Context, RedisResult, RedisValue};
 
-use super::args::Arg;
 use crate::core::codec::{decode_header, Header, ValueSlot};
 use crate::error::CacheError;
+use crate::storage::arg::Arg;
 use crate::storage::datatype::observe_ids;
 use crate::storage::key::{open_entry_writable, Ttl};
 use crate::storage::{handover, notify};

@@ -3,9 +3,9 @@
 
 use redis_module::{Context, RedisResult, RedisValue};
 
-use super::args::Arg;
 use crate::error::CacheError;
 use crate::stats;
+use crate::storage::arg::Arg;
 use crate::storage::key::{open_entry, open_entry_writable};
 use crate::storage::{handover, ids, notify, replicate};
 

@@ -3,11 +3,11 @@
 
 use redis_module::{Context, RedisResult, RedisValue};
 
-use super::args::Arg;
 use crate::core::entry::Freshness;
 use crate::error::CacheError;
 use crate::reply;
 use crate::stats;
+use crate::storage::arg::Arg;
 use crate::storage::ids::now_ms;
 use crate::storage::key::open_entry;
 

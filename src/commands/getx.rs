@@ -8,14 +8,31 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use redis_module::{Context, RedisResult, RedisValue};
 
-use super::args::{parse_beta, parse_positive_ms, Arg, Options};
+use super::args::{parse_beta, parse_positive_ms, OptionName, Options};
 use super::read;
 use crate::config;
 use crate::core::xfetch::{decide, Status};
 use crate::error::CacheError;
 use crate::reply;
+use crate::storage::arg::Arg;
 use crate::storage::key::{open_entry, open_entry_writable};
 use crate::storage::{handover, ids};
+
+#[derive(Clone, Copy)]
+enum GetxOption {
+    Beta,
+    Lease,
+}
+
+impl OptionName for GetxOption {
+    const ALL: &'static [Self] = &[Self::Beta, Self::Lease];
+    fn word(self) -> &'static str {
+        match self {
+            Self::Beta => "BETA",
+            Self::Lease => "LEASE",
+        }
+    }
+}
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let [_, name, opts @ ..] = args else {
@@ -24,10 +41,10 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let mut beta = None;
     let mut lease_ms = None;
     let mut it = Options::new(opts);
-    while let Some((opt, v)) = it.next(&["BETA", "LEASE"])? {
+    while let Some((opt, v)) = it.next_option::<GetxOption>()? {
         match opt {
-            "BETA" => beta = Some(parse_beta(v)?),
-            _ => lease_ms = Some(parse_positive_ms(v, "LEASE")?),
+            GetxOption::Beta => beta = Some(parse_beta(v)?),
+            GetxOption::Lease => lease_ms = Some(parse_positive_ms(v, "LEASE")?),
         }
     }
     let now = ids::now_ms();

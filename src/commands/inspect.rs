@@ -7,9 +7,9 @@
 
 use redis_module::{Context, RedisResult, RedisValue};
 
-use super::args::Arg;
 use crate::core::entry::NEVER;
 use crate::error::CacheError;
+use crate::storage::arg::Arg;
 use crate::storage::ids;
 use crate::storage::key::open_entry;
 

@@ -8,7 +8,7 @@
 
 use redis_module::{Context, ContextFlags, RedisResult, RedisValue};
 
-use super::args::{parse_positive_ms, Arg, Options};
+use super::args::{parse_positive_ms, OptionName, Options};
 use super::read;
 use crate::config;
 use crate::core::entry::Entry;
@@ -16,9 +16,26 @@ use crate::core::lock;
 use crate::core::xfetch::Status;
 use crate::error::CacheError;
 use crate::reply;
+use crate::storage::arg::Arg;
 use crate::storage::key::{open_entry, open_entry_writable};
 use crate::storage::{handover, ids};
 use crate::wrapper::blocked;
+
+#[derive(Clone, Copy)]
+enum LockgetOption {
+    Px,
+    Wait,
+}
+
+impl OptionName for LockgetOption {
+    const ALL: &'static [Self] = &[Self::Px, Self::Wait];
+    fn word(self) -> &'static str {
+        match self {
+            Self::Px => "PX",
+            Self::Wait => "WAIT",
+        }
+    }
+}
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let [_, name, opts @ ..] = args else {
@@ -27,10 +44,10 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let mut lease_ms = None;
     let mut wait_ms = None;
     let mut it = Options::new(opts);
-    while let Some((opt, v)) = it.next(&["PX", "WAIT"])? {
+    while let Some((opt, v)) = it.next_option::<LockgetOption>()? {
         match opt {
-            "PX" => lease_ms = Some(parse_positive_ms(v, "PX")?),
-            _ => wait_ms = Some(parse_positive_ms(v, "WAIT")?),
+            LockgetOption::Px => lease_ms = Some(parse_positive_ms(v, "PX")?),
+            LockgetOption::Wait => wait_ms = Some(parse_positive_ms(v, "WAIT")?),
         }
     }
     let now = ids::now_ms();

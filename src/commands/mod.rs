@@ -24,8 +24,8 @@ use std::os::raw::c_int;
 use redis_module::{raw, Context, RedisResult, RedisValue, Status};
 
 use crate::error::CacheError;
+use crate::storage::arg::Arg;
 use crate::{guard, reply};
-use args::Arg;
 
 pub type Handler = fn(&Context, &[Arg]) -> RedisResult;
 

@@ -2,9 +2,9 @@
 
 use redis_module::Context;
 
-use super::args::Arg;
 use crate::core::xfetch::Status;
 use crate::reply::{self, read};
+use crate::storage::arg::Arg;
 use crate::storage::key::WriteKey;
 use crate::storage::lease;
 

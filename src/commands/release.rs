@@ -4,8 +4,9 @@
 
 use redis_module::{Context, RedisResult, RedisValue};
 
-use super::args::{parse_token, Arg};
+use super::args::parse_token;
 use crate::error::CacheError;
+use crate::storage::arg::Arg;
 use crate::storage::key::open_entry_writable;
 use crate::storage::{handover, ids};
 

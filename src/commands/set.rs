@@ -6,13 +6,43 @@
 
 use redis_module::{Context, RedisResult, RedisValue};
 
-use super::args::{parse_ex, parse_nonneg_ms, parse_positive_ms, parse_token, Arg, Options};
+use super::args::{parse_ex, parse_nonneg_ms, parse_positive_ms, parse_token, OptionName, Options};
 use crate::config;
 use crate::core::entry::{copy_value, decide_write, LeaseEffect, Write, NEVER};
 use crate::error::CacheError;
 use crate::stats;
+use crate::storage::arg::Arg;
 use crate::storage::key::{open_entry_writable, Ttl};
 use crate::storage::{handover, ids, notify, replicate};
+
+/// The options every value-writing command shares.
+#[derive(Clone, Copy)]
+enum WriteOption {
+    Ex,
+    Px,
+    Grace,
+    Delta,
+    Token,
+}
+
+impl OptionName for WriteOption {
+    const ALL: &'static [Self] = &[Self::Ex, Self::Px, Self::Grace, Self::Delta, Self::Token];
+    fn word(self) -> &'static str {
+        match self {
+            Self::Ex => "EX",
+            Self::Px => "PX",
+            Self::Grace => "GRACE",
+            Self::Delta => "DELTA",
+            Self::Token => "TOKEN",
+        }
+    }
+    fn group(self) -> &'static str {
+        match self {
+            Self::Ex | Self::Px => "EX/PX",
+            other => other.word(),
+        }
+    }
+}
 
 /// Parses the write options every value-writing command shares,
 /// `(EX s | PX ms) [GRACE ms] [DELTA ms] [TOKEN token]`; `ttl_required` for CACHE.SET.
@@ -27,16 +57,16 @@ pub fn parse_write_options(
     let mut token = None;
     let mut ex_given = false;
     let mut it = Options::new(opts);
-    while let Some((opt, v)) = it.next(&["EX", "PX", "GRACE", "DELTA", "TOKEN"])? {
+    while let Some((opt, v)) = it.next_option::<WriteOption>()? {
         match opt {
-            "EX" => {
+            WriteOption::Ex => {
                 ttl_ms = Some(parse_ex(v)?);
                 ex_given = true;
             }
-            "PX" => ttl_ms = Some(parse_positive_ms(v, "PX")?),
-            "GRACE" => grace_ms = Some(parse_nonneg_ms(v, "GRACE")?),
-            "DELTA" => delta_ms = Some(parse_nonneg_ms(v, "DELTA")?),
-            _ => token = Some(parse_token(v)?),
+            WriteOption::Px => ttl_ms = Some(parse_positive_ms(v, "PX")?),
+            WriteOption::Grace => grace_ms = Some(parse_nonneg_ms(v, "GRACE")?),
+            WriteOption::Delta => delta_ms = Some(parse_nonneg_ms(v, "DELTA")?),
+            WriteOption::Token => token = Some(parse_token(v)?),
         }
     }
     if ttl_required && ttl_ms.is_none() {

@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod entry;
 pub mod lock;
+pub mod number;
 pub mod version;
 pub mod waiters;
 pub mod xfetch;
