@@ -25,6 +25,10 @@ pub enum CacheError {
     WrongType,
     /// A replicated or loaded entry record that does not decode.
     BadRecord(String),
+    /// An internal command sent by a client; it is taken only from a primary or the AOF.
+    InternalOnly(&'static str),
+    /// The id clock cannot issue an id below the limit every id must stay under.
+    IdsExhausted,
     /// A panic was caught: a bug, reported instead of crashing the server.
     Internal,
 }
@@ -52,6 +56,14 @@ impl std::fmt::Display for CacheError {
                 "WRONGTYPE Operation against a key holding the wrong kind of value"
             ),
             CacheError::BadRecord(why) => write!(f, "ERR bad entry record: {why}"),
+            CacheError::InternalOnly(cmd) => write!(
+                f,
+                "ERR {cmd} is internal: it is accepted only from the replication stream and while loading the AOF"
+            ),
+            CacheError::IdsExhausted => write!(
+                f,
+                "ERR the id clock has reached its limit (2^53): no version or token can be issued"
+            ),
             CacheError::Internal => write!(f, "ERR internal error in the cache module"),
         }
     }

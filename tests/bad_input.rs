@@ -3,6 +3,7 @@
 //! reach the module's loader), and binary, empty and maximum-size values and keys.
 
 mod support;
+use support::records::*;
 use support::*;
 
 use std::time::Duration;
@@ -722,70 +723,22 @@ fn cache_del_bad_input() {
     fixture_intact(&mut c);
 }
 
-/// An entry header as `core::codec` lays it out (format 1).
-struct Header {
-    format: u8,
-    flags: u8,
-    fresh_until_ms: i64,
-    grace_ms: i64,
-    delta_ms: i64,
-    version: u64,
-    lease: Option<(u64, i64, i64)>,
-    tags: Vec<Vec<u8>>,
-}
+const APPLY_ARITY: &str = "ERR wrong number of arguments for 'cache.apply' command";
+const INTERNAL_ONLY: &str = "ERR CACHE.APPLY is internal: it is accepted only from the \
+                             replication stream and while loading the AOF$";
 
-const HAS_VALUE: u8 = 1;
-const HAS_LEASE: u8 = 2;
-const KEEP_VALUE: u8 = 4;
-
-impl Header {
-    /// A valid header: fresh for an hour from `now`, with a lease when asked, and tags.
-    fn new(now: i64, flags: u8, tags: &[&[u8]]) -> Header {
-        Header {
-            format: 1,
-            flags,
-            fresh_until_ms: now + 3_600_000,
-            grace_ms: 5_000,
-            delta_ms: 120,
-            version: 7 << 20,
-            lease: (flags & HAS_LEASE != 0).then_some((8 << 20, now, now + 3_600_000)),
-            tags: tags.iter().map(|t| t.to_vec()).collect(),
-        }
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        let mut out = vec![self.format, self.flags];
-        out.extend_from_slice(&self.fresh_until_ms.to_le_bytes());
-        out.extend_from_slice(&self.grace_ms.to_le_bytes());
-        out.extend_from_slice(&self.delta_ms.to_le_bytes());
-        out.extend_from_slice(&self.version.to_le_bytes());
-        if let Some((token, granted, expires)) = self.lease {
-            out.extend_from_slice(&token.to_le_bytes());
-            out.extend_from_slice(&granted.to_le_bytes());
-            out.extend_from_slice(&expires.to_le_bytes());
-        }
-        out.extend_from_slice(&(self.tags.len() as u32).to_le_bytes());
-        for t in &self.tags {
-            out.extend_from_slice(&(t.len() as u32).to_le_bytes());
-            out.extend_from_slice(t);
-        }
-        out
-    }
-}
-
-#[test]
-fn cache_apply_bad_input() {
-    let (_s, mut c) = fixture();
-    const ARITY: &str = "ERR wrong number of arguments for 'cache.apply' command";
+/// `CACHE.APPLY` records that must be refused, each with its error, for keys of the fixture
+/// (`e1` and `pending` entries, `str` and `list` keys of other types, `new` absent).
+fn bad_apply_rows(now: i64) -> Vec<Row> {
+    const ARITY: &str = APPLY_ARITY;
     const MISMATCH: &str = "ERR bad entry record: value does not match the header";
-    let now = server_ms(&mut c);
     let tags: &[&[u8]] = &[b"user:1", b"\0bin", b""];
-    let full = Header::new(now, HAS_VALUE | HAS_LEASE, tags).encode();
-    let valued = Header::new(now, HAS_VALUE, &[]).encode();
-    let pending = Header::new(now, HAS_LEASE, &[]).encode();
-    let keep = Header::new(now, KEEP_VALUE | HAS_LEASE, &[]).encode();
-    let with = |f: &dyn Fn(&mut Header)| {
-        let mut h = Header::new(now, HAS_VALUE, tags);
+    let full = Record::new(now, HAS_VALUE | HAS_LEASE, tags).encode();
+    let valued = Record::new(now, HAS_VALUE, &[]).encode();
+    let pending = Record::new(now, HAS_LEASE, &[]).encode();
+    let keep = Record::new(now, KEEP_VALUE | HAS_LEASE, &[]).encode();
+    let with = |f: &dyn Fn(&mut Record)| {
+        let mut h = Record::new(now, HAS_VALUE, tags);
         f(&mut h);
         h.encode()
     };
@@ -865,15 +818,15 @@ fn cache_apply_bad_input() {
         ),
     ];
     // A tag count or a tag length larger than the bytes there.
-    let mut huge_count = Header::new(now, HAS_VALUE, &[]).encode();
+    let mut huge_count = Record::new(now, HAS_VALUE, &[]).encode();
     let n = huge_count.len();
     huge_count[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
     rows.push(row!(["CACHE.APPLY", "e1", huge_count, "v"], BAD_RECORD));
-    let mut count_plus_one = Header::new(now, HAS_VALUE, tags).encode();
+    let mut count_plus_one = Record::new(now, HAS_VALUE, tags).encode();
     let at = 2 + 32;
     count_plus_one[at..at + 4].copy_from_slice(&(tags.len() as u32 + 1).to_le_bytes());
     rows.push(row!(["CACHE.APPLY", "e1", count_plus_one, "v"], BAD_RECORD));
-    let mut long_tag = Header::new(now, HAS_VALUE, &[b"abc"]).encode();
+    let mut long_tag = Record::new(now, HAS_VALUE, &[b"abc"]).encode();
     long_tag[at + 4..at + 8].copy_from_slice(&u32::MAX.to_le_bytes());
     rows.push(row!(["CACHE.APPLY", "e1", long_tag, "v"], BAD_RECORD));
     // Every truncation of a full header.
@@ -896,8 +849,158 @@ fn cache_apply_bad_input() {
         row!(["CACHE.APPLY", "str", pending.clone()], WRONGTYPE),
         row!(["CACHE.APPLY", "list", keep.clone()], WRONGTYPE),
     ]);
+    rows
+}
+
+/// Well-formed `CACHE.APPLY` records a primary could send, for keys of the fixture.
+fn good_apply_rows(now: i64) -> Vec<Vec<Vec<u8>>> {
+    let tags: &[&[u8]] = &[b"user:1", b"\0bin", b""];
+    let full = Record::new(now, HAS_VALUE | HAS_LEASE, tags).encode();
+    let keep = Record::new(now, KEEP_VALUE | HAS_LEASE, &[]).encode();
+    vec![
+        args!["CACHE.APPLY", "new", full.clone(), "v"],
+        args!["CACHE.APPLY", "e1", full, "v"],
+        args!["CACHE.APPLY", "e1", keep.clone()],
+        args!["CACHE.APPLY", "pending", keep],
+    ]
+}
+
+/// From a client, `CACHE.APPLY` is refused before anything is parsed, whatever the record,
+/// and changes nothing: not the keyspace, not the id clock (`last_id` is watched).
+#[test]
+fn cache_apply_from_a_client_is_refused() {
+    let (_s, mut c) = fixture();
+    let now = server_ms(&mut c);
+    let mut rows: Vec<Row> = bad_apply_rows(now)
+        .into_iter()
+        // Redis itself answers a call with too few arguments (arity -3), before the module.
+        .map(|r| Row {
+            expect: if r.args.len() < 3 {
+                APPLY_ARITY
+            } else {
+                INTERNAL_ONLY
+            },
+            args: r.args,
+        })
+        .collect();
+    let good = good_apply_rows(now);
+    rows.extend(good.iter().map(|a| Row {
+        args: a.clone(),
+        expect: INTERNAL_ONLY,
+    }));
+    // A record with ids far ahead of the clock, as a forger would send.
+    let mut ahead = Record::new(now, HAS_VALUE, &[]).with_lease((1 << 53) - 2, now, now + HOUR_MS);
+    ahead.version = (1 << 53) - 1;
+    rows.push(row!(
+        ["CACHE.APPLY", "e1", ahead.encode(), "v"],
+        INTERNAL_ONLY
+    ));
     check_table(&mut c, &rows);
+
+    // Inside MULTI and from a script: the same.
+    let before = state(&mut c);
+    let (apply, record) = (&good[0][0], &good[0][2]);
+    let replies: Vec<Value> = redis::pipe()
+        .atomic()
+        .cmd("CACHE.APPLY")
+        .arg("new")
+        .arg(record)
+        .arg("v")
+        .query(&mut c)
+        .unwrap_or_else(|e| vec![Value::SimpleString(format!("{e}"))]);
+    assert!(
+        matches!(&replies[..], [Value::SimpleString(e)] if e.contains("is internal")),
+        "MULTI: {replies:?}"
+    );
+    let eval = args![
+        "EVAL",
+        "return redis.call(KEYS[1], KEYS[2], ARGV[1], ARGV[2])",
+        "2",
+        apply.clone(),
+        "new",
+        record.clone(),
+        "v"
+    ];
+    let r = call(&mut c, &eval);
+    assert!(
+        matches!(&r, Err(e) if e.contains("is internal")),
+        "EVAL: {r:?}"
+    );
+    assert_eq!(before, state(&mut c), "MULTI or EVAL changed something");
     fixture_intact(&mut c);
+}
+
+/// The fixture as an AOF: what `fixture()` makes, as `CACHE.APPLY` records and plain commands.
+fn fixture_aof(now: i64) -> Vec<Vec<Vec<u8>>> {
+    let valued = Record::new(now, HAS_VALUE, &[]).encode();
+    let pending = Record::new(now, HAS_LEASE, &[]).encode();
+    vec![
+        args!["CACHE.APPLY", "e1", valued, "value one"],
+        args!["CACHE.APPLY", "pending", pending],
+        args!["SET", "str", "plain"],
+        args!["RPUSH", "list", "a", "b"],
+    ]
+}
+
+/// Where `CACHE.APPLY` is accepted (replaying the AOF), a bad record answers its error (the
+/// server logs it) and changes nothing: the server loads the rest, and ends up as a server
+/// that loaded only the good records. The records that decode are applied.
+#[test]
+fn cache_apply_bad_records_in_the_aof_are_refused() {
+    let mut reference = Server::start();
+    let mut s = Server::start();
+    let now = server_ms(&mut s.conn());
+    let bad = bad_apply_rows(now);
+    let good = good_apply_rows(now);
+    // After each bad record, a marker whose error is like no other: the log then tells which
+    // record answered which error, and a record that answered none.
+    let marker = args!["CACHE.SET", "marker", "v"];
+    const MARKER: &str = "ERR syntax error, EX or PX is required";
+    let mut with_bad = fixture_aof(now);
+    for r in &bad {
+        with_bad.extend([r.args.clone(), marker.clone()]);
+    }
+    with_bad.extend(good.iter().cloned());
+    let mut clean = fixture_aof(now);
+    clean.extend(good.iter().cloned());
+    for (server, aof) in [(&mut s, &with_bad), (&mut reference, &clean)] {
+        server.shutdown(false);
+        write_aof(server.dir.path(), aof);
+        server.restart_with(false, &["--appendonly", "yes"]);
+    }
+    let errors = aof_load_errors(&s.log());
+    let answers: Vec<&[String]> = errors.split(|e| e == MARKER).collect();
+    assert_eq!(answers.len(), bad.len() + 1, "markers in {errors:#?}");
+    let mut failures = Vec::new();
+    for (row, got) in bad.iter().zip(&answers) {
+        match got {
+            [e] if error_matches(e, row.expect) => {}
+            _ => failures.push(format!(
+                "{}\n    got errors {got:?}\n    expected  {:?}",
+                show(&row.args),
+                row.expect
+            )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(aof_load_errors(&reference.log()), Vec::<String>::new());
+    let (mut c, mut rc) = (s.conn(), reference.conn());
+    assert_eq!(
+        state(&mut c),
+        state(&mut rc),
+        "bad records changed something"
+    );
+    // The good records took effect: `new` has the record's tags and lease.
+    let fields: Vec<Value> = redis::cmd("CACHE.INSPECT")
+        .arg("new")
+        .query(&mut c)
+        .unwrap();
+    let at = fields
+        .iter()
+        .position(|f| redis::from_redis_value::<String>(f).ok().as_deref() == Some("tags"))
+        .expect("a tags field");
+    let tags: Vec<Vec<u8>> = redis::from_redis_value(&fields[at + 1]).unwrap();
+    assert_eq!(tags, [&b"user:1"[..], b"\0bin", b""]);
 }
 
 #[test]
@@ -918,8 +1021,6 @@ fn cache_inspect_bad_input() {
 // ---------------------------------------------------------------------------------------------
 // Part 2: RESTORE of truncated and corrupted payloads with a valid checksum
 // ---------------------------------------------------------------------------------------------
-
-const CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
 
 /// A DUMP payload: `<rdb bytes> <2-byte RDB version LE> <8-byte CRC64 LE>`.
 struct Dump {
@@ -949,15 +1050,6 @@ impl Dump {
     }
 }
 
-/// `body` with a DUMP trailer whose checksum is valid.
-fn seal(body: &[u8], rdb_version: [u8; 2]) -> Vec<u8> {
-    let mut p = body.to_vec();
-    p.extend_from_slice(&rdb_version);
-    let crc = CRC64.checksum(&p);
-    p.extend_from_slice(&crc.to_le_bytes());
-    p
-}
-
 /// An RDB length at `pos`: `Ok(len)`, or `Err(enc)` for a special encoding, and its size.
 fn rdb_len(buf: &[u8], pos: usize) -> Option<(Result<u64, u8>, usize)> {
     let b = *buf.get(pos)?;
@@ -978,15 +1070,6 @@ fn rdb_len(buf: &[u8], pos: usize) -> Option<(Result<u64, u8>, usize)> {
         2 => return None,
         _ => (Err(b & 0x3f), 1),
     })
-}
-
-/// An RDB length encoding of `n`.
-fn rdb_len_encode(n: usize) -> Vec<u8> {
-    match n {
-        0..=63 => vec![n as u8],
-        64..=16383 => vec![0x40 | (n >> 8) as u8, n as u8],
-        _ => [&[0x80][..], &(n as u32).to_be_bytes()].concat(),
-    }
 }
 
 /// Where a length lives in the body: `body[start..end]`, and its value.
@@ -1178,9 +1261,7 @@ fn sample_dumps(c: &mut Connection) -> Vec<(String, Dump)> {
         ("tagged-leased", HAS_VALUE | HAS_LEASE, Some(&b"v"[..])),
         ("tagged-pending", HAS_LEASE, None),
     ] {
-        let mut a = args!["CACHE.APPLY", key, Header::new(now, flags, tags).encode()];
-        a.extend(value.map(|v| v.to_vec()));
-        assert_eq!(call(c, &a), Ok(Value::Okay), "{}", show(&a));
+        restore(c, key, &Record::new(now, flags, tags), value).unwrap();
     }
     let keys = [
         "plain",
@@ -1369,17 +1450,23 @@ fn restore_of_spoiled_entry_headers_is_refused() {
         (HAS_VALUE, Some(&b"value"[..])),
         (HAS_LEASE, None),
     ] {
-        let mut a = args!["CACHE.APPLY", "src", Header::new(now, flags, tags).encode()];
-        a.extend(value.map(|v| v.to_vec()));
-        assert_eq!(call(&mut c, &a), Ok(Value::Okay));
+        let record = Record::new(now, flags, tags);
+        restore(&mut c, "src", &record, value).unwrap();
         let payload: Vec<u8> = redis::cmd("DUMP").arg("src").query(&mut c).unwrap();
         let dump = Dump::parse(&payload);
+        // The tests' crafted payloads are what DUMP gives (the RDB version aside).
+        let crafted = dump_payload(&record.encode(), value);
+        assert_eq!(
+            dump.body,
+            crafted[..crafted.len() - 10],
+            "crafted DUMP body"
+        );
         let Some(StrField::Raw { len, data: at }) = module_strings(&dump.body).into_iter().next()
         else {
             panic!("entry header is not a plain string");
         };
         let header_len = len.value as usize;
-        assert_eq!(header_len, Header::new(now, flags, tags).encode().len());
+        assert_eq!(header_len, Record::new(now, flags, tags).encode().len());
         let with_header = |f: &dyn Fn(&mut Vec<u8>)| {
             let mut h = dump.body[at..at + header_len].to_vec();
             f(&mut h);
@@ -1494,7 +1581,7 @@ fn restore_of_random_garbage_with_a_valid_checksum() {
     let now = server_ms(&mut c);
     for i in 0..300 {
         let flags = [0, HAS_VALUE, HAS_LEASE, HAS_VALUE | HAS_LEASE][rng.below(4) as usize];
-        let mut h = Header::new(now, flags, &[]);
+        let mut h = Record::new(now, flags, &[]);
         let pick = |rng: &mut Rng| -> i64 {
             [
                 0,
@@ -1601,12 +1688,26 @@ fn an_out_of_range_version_does_not_stall_ids() {
         ));
     }
     {
-        // CACHE.APPLY of a header carrying it.
-        let s = Server::start();
-        let mut c = s.conn();
-        let mut h = Header::new(server_ms(&mut c), HAS_VALUE, &[]);
+        // A CACHE.APPLY record carrying it, replayed from the AOF (the only place a client's
+        // bytes could reach CACHE.APPLY).
+        let mut s = Server::start();
+        let mut h = Record::new(server_ms(&mut s.conn()), HAS_VALUE, &[]);
         h.version = u64::MAX;
-        let reply = call(&mut c, &cmd!["CACHE.APPLY", "odd", h.encode(), "v"]);
+        s.shutdown(false);
+        write_aof(
+            s.dir.path(),
+            &[args!["CACHE.APPLY", "odd", h.encode(), "v"]],
+        );
+        s.restart_with(false, &["--appendonly", "yes"]);
+        let mut c = s.conn();
+        let reply = match aof_load_errors(&s.log()).pop() {
+            Some(e) => Err(e),
+            None => Ok(Value::Okay),
+        };
+        assert!(
+            matches!(&reply, Err(e) if e.starts_with(BAD_RECORD)),
+            "replayed: {reply:?}"
+        );
         failures.extend(ids_still_increase(
             &mut c,
             "CACHE.APPLY of version u64::MAX",

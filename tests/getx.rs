@@ -3,6 +3,7 @@
 //! included), no writes on plain hits, and the INFO counters.
 
 mod support;
+use support::records;
 use support::*;
 
 use std::collections::HashMap;
@@ -163,24 +164,6 @@ fn assert_strictly_increasing(ids: &[u64], what: &str) {
     for w in ids.windows(2) {
         assert!(w[0] < w[1], "{what} not strictly increasing: {ids:?}");
     }
-}
-
-/// A CACHE.APPLY header (format 1, see src/core/codec.rs) for a valued entry without tags,
-/// with an optional lease `(token, granted_ms, expires_ms)`.
-fn apply_header(fresh_until_ms: i64, version: u64, lease: Option<(u64, i64, i64)>) -> Vec<u8> {
-    let flags = 1u8 | if lease.is_some() { 2 } else { 0 };
-    let mut h = vec![1u8, flags];
-    h.extend_from_slice(&fresh_until_ms.to_le_bytes());
-    h.extend_from_slice(&0i64.to_le_bytes()); // grace
-    h.extend_from_slice(&100i64.to_le_bytes()); // delta
-    h.extend_from_slice(&version.to_le_bytes());
-    if let Some((token, granted, expires)) = lease {
-        h.extend_from_slice(&token.to_le_bytes());
-        h.extend_from_slice(&granted.to_le_bytes());
-        h.extend_from_slice(&expires.to_le_bytes());
-    }
-    h.extend_from_slice(&0u32.to_le_bytes()); // tags
-    h
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -793,33 +776,32 @@ fn ids_after_a_restart_without_persistence_are_larger() {
 
 /// A version or token loaded from the RDB is never issued again for its key, even when it is
 /// ahead of this server's clock (data written by a node whose clock ran ahead). The entries
-/// are planted with the internal CACHE.APPLY, as replication would.
+/// are planted with RESTORE of crafted payloads, an hour ahead (a client's RESTORE may bring
+/// ids up to a day ahead).
 #[test]
 fn ids_loaded_from_rdb_are_never_reissued_even_ahead_of_the_clock() {
     let mut s = Server::start();
     let mut c = s.conn();
     let now = server_ms(&mut c);
-    // Far ahead of the clock whatever its shift, still a valid id (below 2^53).
-    let future_version: u64 = info_cache(&mut c)["last_id"] as u64 + (1 << 40);
+    let clock = (info_cache(&mut c)["last_id"] as u64).max((now as u64) << 10);
+    let future_version: u64 = clock + (3_600_000 << 10);
     let future_token = future_version + 5;
-    let plant = |c: &mut Connection, key: &str, lease| {
-        let header = apply_header(now + 3_600_000, future_version, lease);
-        let _: Value = redis::cmd("CACHE.APPLY")
-            .arg(key)
-            .arg(header)
-            .arg("v")
-            .query(c)
-            .unwrap();
+    let plant = |c: &mut Connection, key: &str, lease: Option<(u64, i64, i64)>| {
+        let mut r = records::Record::valued(now + 3_600_000, 0, 100, future_version);
+        if let Some((token, granted, expires)) = lease {
+            r = r.with_lease(token, granted, expires);
+        }
+        records::restore(c, key, &r, Some(b"v")).unwrap();
         assert_eq!(version_of(c, key), Some(future_version));
     };
     plant(&mut c, "a", None);
     plant(&mut c, "b", Some((future_token, now, now + 3_600_000)));
     assert_eq!(lease_token_of(&mut c, "b"), Some(future_token));
-    // Observed on APPLY (replication).
+    // Observed on RESTORE.
     let v = set(&mut c, "a", b"v2", &["EX", "3600"]).unwrap();
     assert!(
         v > future_version,
-        "version {v} after APPLY of {future_version}"
+        "version {v} after RESTORE of {future_version}"
     );
 
     // Observed on RDB load.

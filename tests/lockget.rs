@@ -749,13 +749,8 @@ fn wait_runs_out_with_timeout_and_no_lease() {
 // ---------------------------------------------------------------------------------------------
 
 fn resp(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
+    let owned: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
+    support::records::aof_command(&owned)
 }
 
 /// A raw connection: sends `CLIENT ID`, reads the id, then sends the LOCKGET and leaves its

@@ -9,6 +9,7 @@ mod support2;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use support::records::{seal, Record, HOUR_MS};
 use support::*;
 use support2::*;
 
@@ -438,15 +439,6 @@ fn migrate_moves_entries_with_their_leases() {
     check_leases_and_ids(&mut d, &f, last_source);
 }
 
-/// Wraps an object serialization as a DUMP payload: `obj`, 2-byte RDB version, CRC64.
-fn reframe(obj: &[u8], rdb_version: &[u8]) -> Vec<u8> {
-    let mut out = obj.to_vec();
-    out.extend_from_slice(rdb_version);
-    let crc = crc::Crc::<u64>::new(&crc::CRC_64_REDIS).checksum(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
-}
-
 /// A truncated or corrupt entry in a payload with a valid checksum is refused with an error,
 /// never a crash, and creates no key.
 #[test]
@@ -462,7 +454,7 @@ fn restore_refuses_corrupt_payloads() {
     )
     .unwrap();
     let i = inspect(&mut c, "k").unwrap();
-    let header = Header::valued(
+    let header = Record::valued(
         i.int("fresh-until-ms").unwrap(),
         7,
         9,
@@ -471,7 +463,7 @@ fn restore_refuses_corrupt_payloads() {
     .encode();
     let payload: Vec<u8> = redis::cmd("DUMP").arg("k").query(&mut c).unwrap();
     let (obj, tail) = payload.split_at(payload.len() - 10);
-    let rdb_version = &tail[..2];
+    let rdb_version = [tail[0], tail[1]];
     let at = count(obj, &header);
     assert_eq!(at, 1, "the entry header appears once in the payload");
     let pos = obj.windows(header.len()).position(|w| w == header).unwrap();
@@ -483,7 +475,7 @@ fn restore_refuses_corrupt_payloads() {
     let _: () = redis::cmd("RESTORE")
         .arg("ok")
         .arg(0)
-        .arg(reframe(obj, rdb_version))
+        .arg(seal(obj, rdb_version))
         .query(&mut c)
         .unwrap();
     assert_eq!(cache_get(&mut c, "ok").as_deref(), Some(&b"v"[..]));
@@ -533,7 +525,7 @@ fn restore_refuses_corrupt_payloads() {
         let r: redis::RedisResult<redis::Value> = redis::cmd("RESTORE")
             .arg("bad")
             .arg(0)
-            .arg(reframe(&o, rdb_version))
+            .arg(seal(&o, rdb_version))
             .query(&mut c);
         assert!(r.is_err(), "{what}: RESTORE accepted it: {r:?}");
         assert!(s.is_alive(), "{what}: the server died:\n{}", s.log());

@@ -7,6 +7,7 @@ mod support2;
 
 use std::time::Duration;
 
+use support::records::{restore, Record, HOUR_MS};
 use support::*;
 use support2::*;
 
@@ -302,12 +303,13 @@ fn failover_fences_revoked_leases_and_honours_live_ones() {
     // A clock a day ahead somewhere upstream: its id reaches the replica with the write.
     let now = server_ms(&mut pc);
     let future = future_id(&mut pc);
-    apply(
+    restore(
         &mut pc,
         "future",
-        &Header::valued(now + HOUR_MS, 0, 1, future),
+        &Record::valued(now + HOUR_MS, 0, 1, future),
         Some(b"f"),
-    );
+    )
+    .unwrap();
     wait_replicas(&mut pc, 1);
     assert_eq!(digest(&mut pc), digest(&mut rc));
     let issued_by_primary = last_id(&mut pc);
@@ -472,4 +474,36 @@ fn full_sync_diskless_swapdb() {
         "swapdb",
     ];
     full_sync(&pair, &pair);
+}
+
+/// `CACHE.APPLY` is what the primary sends: the replica applies it from the replication
+/// stream, and refuses it from its own clients (even on a writable replica), changing nothing.
+#[test]
+fn a_replica_applies_records_from_its_primary_only() {
+    let p = Server::start();
+    let r = start_replica(&p, &["--replica-read-only", "no"]);
+    let (mut pc, mut rc) = (p.conn(), r.conn());
+    set(&mut pc, "k", b"from the primary", &["EX", "3600"]).unwrap();
+    wait_caught_up(&mut pc, &mut rc);
+    assert_eq!(
+        cache_get(&mut rc, "k").as_deref(),
+        Some(&b"from the primary"[..])
+    );
+    let before = (digest(&mut rc), last_id(&mut rc));
+    let now = server_ms(&mut rc);
+    let forged = Record::valued(now + HOUR_MS, 0, 1, 1 << 52);
+    for key in ["k", "new"] {
+        let r: redis::RedisResult<redis::Value> = redis::cmd("CACHE.APPLY")
+            .arg(key)
+            .arg(forged.encode())
+            .arg("forged")
+            .query(&mut rc);
+        let e = r.expect_err("CACHE.APPLY from a replica's client");
+        assert!(
+            e.to_string().contains("CACHE.APPLY is internal"),
+            "{key}: {e}"
+        );
+    }
+    assert_eq!((digest(&mut rc), last_id(&mut rc)), before);
+    assert_eq!(digest(&mut pc), digest(&mut rc));
 }

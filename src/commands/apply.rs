@@ -1,6 +1,8 @@
 //! `CACHE.APPLY key header [value]` (internal): stores an entry exactly as recorded. This is
 //! the effect that writes replicate and that AOF rewrite emits; it carries absolute times and
-//! the ids issued, so replaying it is deterministic. Not meant for applications.
+//! the ids issued, so replaying it is deterministic. Not meant for applications, and refused
+//! from them: a crafted record could install any version or lease token. It is taken only from
+//! the replication stream and while the AOF loads, and checked before anything is parsed.
 //!
 //! A record from AOF rewrite leaves the key's TTL alone: Redis writes the key's own expiry
 //! after it, so a `PERSIST` or `PEXPIRE` the user made survives the rewrite.
@@ -12,9 +14,13 @@ use crate::error::CacheError;
 use crate::storage::arg::Arg;
 use crate::storage::datatype::observe_ids;
 use crate::storage::key::{open_entry_writable, Ttl};
+use crate::storage::server::{origin, Origin};
 use crate::storage::{handover, notify};
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
+    if origin(ctx) == Origin::Client {
+        return Err(CacheError::InternalOnly("CACHE.APPLY").into());
+    }
     let (name, header, value) = match args {
         [_, name, header] => (name, header, None),
         [_, name, header, value] => (name, header, Some(value)),

@@ -73,7 +73,7 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
         reply::read::answer(ctx, None, Status::Locked, now);
         return Ok(RedisValue::NoReply);
     }
-    read::grant_and_answer(ctx, &mut key, name, decision.status, now, lease_until);
+    read::grant_and_answer(ctx, &mut key, name, decision.status, now, lease_until)?;
     Ok(RedisValue::NoReply)
 }
 

@@ -91,7 +91,7 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
         }
         return Ok(RedisValue::NoReply);
     }
-    read::grant_and_answer(ctx, &mut key, name, decision.status, now, lease_until);
+    read::grant_and_answer(ctx, &mut key, name, decision.status, now, lease_until)?;
     Ok(RedisValue::NoReply)
 }
 

@@ -122,6 +122,8 @@ pub fn store(
             return Ok(None);
         }
     };
+    // Before anything is counted or written: a write the clock cannot version is refused.
+    let version = ids::next_id(now)?;
     match plan.lease_effect {
         LeaseEffect::Filled => stats::LEASES_FILLED.incr(),
         LeaseEffect::Revoked => stats::LEASES_REVOKED.incr(),
@@ -131,7 +133,6 @@ pub fn store(
         }
         LeaseEffect::None => {}
     }
-    let version = ids::next_id(now);
     let bytes = value.as_slice();
     match existing {
         Some(e) => {

@@ -124,7 +124,7 @@ pub const COMMANDS: &[CommandSpec] = &[
         acl_categories: c"write slow dangerous",
         arity: -3,
         keys: Keys::First(KeyAccess::Update),
-        summary: c"Internal: the record of an effect, as replication and the AOF carry it.",
+        summary: c"Internal: the record of an effect, as replication and the AOF carry it; refused from clients.",
         complexity: c"O(1)",
         since: SINCE,
         args: &[

@@ -11,6 +11,7 @@ use redis_module::native_types::RedisType;
 use redis_module::raw;
 
 use super::ids;
+use super::server::{self, LoadSource};
 use crate::core::codec::{self, ValueSlot};
 use crate::core::entry::Entry;
 use crate::guard;
@@ -56,6 +57,16 @@ pub static CACHE_TYPE: RedisType = RedisType::new(
 pub fn into_raw(entry: Entry) -> *mut Entry {
     LIVE_ENTRIES.fetch_add(1, Ordering::Relaxed);
     Box::into_raw(Box::new(entry))
+}
+
+/// Whether the ids an entry carries are no further ahead of the clock than a client's payload
+/// may bring (see `core::version::MAX_AHEAD_MS`).
+fn ids_are_plausible(entry: &Entry) -> bool {
+    ids::is_plausible(entry.version)
+        && entry
+            .lease
+            .as_ref()
+            .is_none_or(|l| ids::is_plausible(l.token))
 }
 
 /// Records the ids an entry carries so this server never issues them again.
@@ -120,6 +131,12 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
             },
             // "keep the value" only makes sense as a replicated effect, never in a payload.
             ValueSlot::Keep => return ptr::null_mut(),
+        }
+        // A client's RESTORE must not move this server's clock far ahead (towards the id
+        // limit): ids are time-based, so ids far ahead of the clock can only be forged. Data
+        // this server or its primary wrote loads exactly.
+        if server::load_source() == LoadSource::Restore && !ids_are_plausible(&entry) {
+            return ptr::null_mut();
         }
         observe_ids(&entry);
         into_raw(entry).cast::<c_void>()

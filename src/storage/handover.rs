@@ -70,7 +70,10 @@ pub fn hand_over(ctx: &Context, key: &mut WriteKey, name: &Arg, now: i64) -> boo
         return false;
     }
     let ends = now.saturating_add(front.lease_ms);
-    let token = lease::grant(ctx, key, name, now, ends);
+    // With no id left the caller keeps waiting (and times out): nothing to hand over.
+    let Ok(token) = lease::grant(ctx, key, name, now, ends) else {
+        return false;
+    };
     with(|r| {
         r.hand(&line, front.ticket, token);
         // Until that caller is served, and then for the next in line, the key matters again

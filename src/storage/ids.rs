@@ -4,7 +4,8 @@ use std::sync::Mutex;
 
 use redis_module::raw;
 
-use crate::core::version::IdClock;
+use crate::core::version::{self, IdClock};
+use crate::error::CacheError;
 
 static IDS: Mutex<IdClock> = Mutex::new(IdClock::new());
 
@@ -14,9 +15,15 @@ fn clock() -> std::sync::MutexGuard<'static, IdClock> {
     IDS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A fresh version or token, larger than every id issued or seen so far.
-pub fn next_id(now_ms: i64) -> u64 {
-    clock().next(now_ms)
+/// A fresh version or token, larger than every id issued or seen so far. An error when none
+/// is left below the limit: the write must then be refused before it changes anything.
+pub fn next_id(now_ms: i64) -> Result<u64, CacheError> {
+    clock().next(now_ms).map_err(|_| CacheError::IdsExhausted)
+}
+
+/// Whether a client's `RESTORE` payload may carry `id` now (see `version::MAX_AHEAD_MS`).
+pub fn is_plausible(id: u64) -> bool {
+    version::is_plausible_id(id, now_ms())
 }
 
 /// Records an id that came from RDB, AOF, RESTORE or the primary.

@@ -7,12 +7,20 @@ use super::arg::Arg;
 use super::key::{Ttl, WriteKey};
 use super::{ids, notify, replicate};
 use crate::core::entry::{self, Entry, Lease};
+use crate::error::CacheError;
 use crate::stats;
 
 /// Grants a new lease on `name`, open for writing as `key`, creating a pending entry when
-/// there is none. Returns the token.
-pub fn grant(ctx: &Context, key: &mut WriteKey, name: &Arg, now: i64, lease_until: i64) -> u64 {
-    let token = ids::next_id(now);
+/// there is none. Returns the token; an error, with nothing written, when the id clock has
+/// no id left.
+pub fn grant(
+    ctx: &Context,
+    key: &mut WriteKey,
+    name: &Arg,
+    now: i64,
+    lease_until: i64,
+) -> Result<u64, CacheError> {
+    let token = ids::next_id(now)?;
     let lease = Lease {
         token,
         granted_ms: now,
@@ -36,7 +44,7 @@ pub fn grant(ctx: &Context, key: &mut WriteKey, name: &Arg, now: i64, lease_unti
         }
     }
     notify::lease(ctx, name);
-    token
+    Ok(token)
 }
 
 /// Gives up the lease `token` on `name` (open for writing as `key`) when it is the current

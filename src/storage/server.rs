@@ -26,3 +26,53 @@ pub fn accepts_unprompted_writes(ctx: &Context) -> bool {
         | ContextFlags::OOM;
     !ctx.get_flags().intersects(refused)
 }
+
+/// Where the command being run comes from, as far as the module must tell them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A client connection (also inside MULTI or a script).
+    Client,
+    /// The replication stream from this server's primary.
+    Primary,
+    /// The AOF being loaded at start-up (or an RDB load of any kind).
+    Loading,
+}
+
+/// The origin of the command running in `ctx`.
+pub fn origin(ctx: &Context) -> Origin {
+    let flags = ctx.get_flags();
+    if flags.contains(ContextFlags::LOADING) {
+        Origin::Loading
+    } else if flags.contains(ContextFlags::REPLICATED) {
+        Origin::Primary
+    } else {
+        Origin::Client
+    }
+}
+
+/// Why an entry is being decoded in an `rdb_load` callback, which gets no command context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadSource {
+    /// An RDB file, a full sync, `DEBUG RELOAD`, or a command replayed from the AOF: data
+    /// this server or its primary wrote, kept exactly.
+    Persisted,
+    /// `RESTORE` on a replica: the primary ran it first and checked it there.
+    Replicated,
+    /// `RESTORE` from a client of this server: a payload anyone may have crafted.
+    Restore,
+}
+
+/// The source of the payload an `rdb_load` callback is decoding now.
+pub fn load_source() -> LoadSource {
+    // SAFETY: RM_GetContextFlags accepts a NULL context and then reports server-wide flags
+    // only (loading, role), which is all that is asked here; it only reads server state.
+    let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(std::ptr::null_mut())) };
+    let has = |f: u32| flags & f as std::os::raw::c_int != 0;
+    if has(raw::REDISMODULE_CTX_FLAGS_LOADING) || has(raw::REDISMODULE_CTX_FLAGS_ASYNC_LOADING) {
+        LoadSource::Persisted
+    } else if has(raw::REDISMODULE_CTX_FLAGS_SLAVE) {
+        LoadSource::Replicated
+    } else {
+        LoadSource::Restore
+    }
+}

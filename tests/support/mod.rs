@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 pub use redis::Connection;
 
+pub mod records;
+
 /// Path of the module under test: `$CACHE_MODULE`, else the release build of this crate.
 pub fn module_path() -> PathBuf {
     let path = std::env::var_os("CACHE_MODULE")

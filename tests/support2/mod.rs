@@ -1,7 +1,7 @@
 //! Helpers shared by `persistence.rs` and `replication.rs`: a fixture of entries in every state
 //! an entry can be in, snapshots of their observable state (CACHE.INSPECT, PEXPIRETIME,
-//! CACHE.GET, DEBUG DIGEST-VALUE, DEBUG DIGEST) and their comparison, crafted `CACHE.APPLY`
-//! records, and INFO parsing.
+//! CACHE.GET, DEBUG DIGEST-VALUE, DEBUG DIGEST) and their comparison, crafted records
+//! (`support::records`), and INFO parsing.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -9,10 +9,8 @@ use std::time::Duration;
 
 use redis::Value;
 
+use crate::support::records::{restore, Record, HOUR_MS};
 use crate::support::{getx, server_ms, set, Connection};
-
-/// An hour, in ms.
-pub const HOUR_MS: i64 = 3_600_000;
 
 /// `CACHE.INSPECT key` as (field, value) pairs, in reply order.
 #[derive(Clone, Debug, PartialEq)]
@@ -131,74 +129,16 @@ pub fn live_entries(c: &mut Connection) -> i64 {
     info_int(c, "cache", "cache_entries")
 }
 
-/// An id far ahead of this server's clock (days, whatever the clock's shift), as if issued by
-/// a server whose clock runs ahead; still a valid id (far below 2^62).
+/// An id an hour ahead of this server's clock, as if issued by a server whose clock runs
+/// ahead: still one a client's RESTORE may bring (up to a day ahead is taken).
 pub fn future_id(c: &mut Connection) -> u64 {
-    last_id(c) + (1 << 44)
-}
-
-/// An entry record as `core::codec` lays it out (format 1), to craft `CACHE.APPLY` records
-/// and DUMP payloads.
-#[derive(Clone, Debug)]
-pub struct Header {
-    pub flags: u8,
-    pub fresh_until_ms: i64,
-    pub grace_ms: i64,
-    pub delta_ms: i64,
-    pub version: u64,
-    /// token, granted, expires
-    pub lease: Option<(u64, i64, i64)>,
-    pub tags: Vec<Vec<u8>>,
-}
-
-impl Header {
-    pub fn valued(fresh_until_ms: i64, grace_ms: i64, delta_ms: i64, version: u64) -> Header {
-        Header {
-            flags: 1,
-            fresh_until_ms,
-            grace_ms,
-            delta_ms,
-            version,
-            lease: None,
-            tags: Vec::new(),
-        }
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![1u8];
-        let flags = self.flags | if self.lease.is_some() { 2 } else { 0 };
-        out.push(flags);
-        out.extend_from_slice(&self.fresh_until_ms.to_le_bytes());
-        out.extend_from_slice(&self.grace_ms.to_le_bytes());
-        out.extend_from_slice(&self.delta_ms.to_le_bytes());
-        out.extend_from_slice(&self.version.to_le_bytes());
-        if let Some((token, granted, expires)) = self.lease {
-            out.extend_from_slice(&token.to_le_bytes());
-            out.extend_from_slice(&granted.to_le_bytes());
-            out.extend_from_slice(&expires.to_le_bytes());
-        }
-        out.extend_from_slice(&(self.tags.len() as u32).to_le_bytes());
-        for t in &self.tags {
-            out.extend_from_slice(&(t.len() as u32).to_le_bytes());
-            out.extend_from_slice(t);
-        }
-        out
-    }
-}
-
-/// `CACHE.APPLY key header [value]`.
-pub fn apply(c: &mut Connection, key: &str, header: &Header, value: Option<&[u8]>) {
-    let mut cmd = redis::cmd("CACHE.APPLY");
-    cmd.arg(key).arg(header.encode());
-    if let Some(v) = value {
-        cmd.arg(v);
-    }
-    let _: () = cmd.query(c).unwrap();
+    let now_id = (server_ms(c) as u64) << 10;
+    last_id(c).max(now_id) + ((HOUR_MS as u64) << 10)
 }
 
 /// Entries in every state an entry can be in, made through the public commands (and two
 /// crafted records for what the public commands cannot make yet: tags, and an id from a clock
-/// a day ahead).
+/// an hour ahead).
 #[derive(Clone, Debug, Default)]
 pub struct Fixture {
     /// The prefix of every key in the fixture.
@@ -211,7 +151,7 @@ pub struct Fixture {
     pub live: Vec<(String, u64)>,
     /// Leases that ended (filled, revoked, lapsed): a fill with the token must be refused.
     pub dead: Vec<(String, u64)>,
-    /// The version of the entry carrying an id a day ahead of the clock.
+    /// The version of the entry carrying an id an hour ahead of the clock.
     pub future_id: u64,
 }
 
@@ -350,22 +290,26 @@ pub fn fill_fixture(c: &mut Connection, p: &str) -> Fixture {
     let now = server_ms(c);
     let base = last_id(c);
     let tagged_token = base + 0x5eed;
-    let mut h = Header::valued(now + HOUR_MS, 1_000, 42, base + 0x7a9);
-    h.lease = Some((tagged_token, now, now + HOUR_MS));
+    let mut h = Record::valued(now + HOUR_MS, 1_000, 42, base + 0x7a9).with_lease(
+        tagged_token,
+        now,
+        now + HOUR_MS,
+    );
     h.tags = vec![b"user:1".to_vec(), b"\0bin\xff".to_vec(), Vec::new()];
-    apply(c, &k("tagged"), &h, Some(b"tagged value"));
+    restore(c, &k("tagged"), &h, Some(b"tagged value")).unwrap();
     f.live.push((k("tagged"), tagged_token));
     f.keys.push(k("tagged"));
 
-    // An id from a clock a day ahead (a primary or an earlier life of this server whose clock
+    // An id from a clock an hour ahead (a primary or an earlier life of this server whose clock
     // was ahead): everything issued from now on must still be larger.
     let future = future_id(c);
-    apply(
+    restore(
         c,
         &k("future"),
-        &Header::valued(now + HOUR_MS, 0, 5, future),
+        &Record::valued(now + HOUR_MS, 0, 5, future),
         Some(b"from the future"),
-    );
+    )
+    .unwrap();
     f.future_id = future;
     f.keys.push(k("future"));
 
