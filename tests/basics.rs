@@ -1,7 +1,34 @@
-//! The module loads, and the basic round trip works against a real redis-server.
+//! The module loads, and the basic round trip works against a real server (redis-server, or
+//! the one `$CACHE_SERVER` names).
 
 mod support;
 use support::*;
+
+/// The tests run against the binary `$CACHE_SERVER` names, and `server_kind` (what tests that
+/// depend on the server ask) reads that server right.
+#[test]
+fn the_server_under_test_is_the_one_named() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let (flavor, version) = binary_version();
+    let kind = server_kind(&mut c);
+    assert_eq!(
+        (kind.flavor, kind.version),
+        (flavor, version),
+        "{} --version against INFO server",
+        server_binary()
+    );
+    match flavor {
+        Flavor::Redis => assert_eq!(kind.redis_compat, kind.version),
+        // Valkey reports the Redis version it is compatible with in redis_version.
+        Flavor::Valkey => assert!(kind.redis_compat >= (7, 2, 0), "{kind:?}"),
+    }
+    let modules: redis::Value = redis::cmd("MODULE").arg("LIST").query(&mut c).unwrap();
+    assert!(
+        format!("{modules:?}").contains("cache"),
+        "the module is loaded: {modules:?}"
+    );
+}
 
 #[test]
 fn set_get_roundtrip_with_binary_value() {

@@ -123,7 +123,7 @@ fn lease_ends_while_writes_are_refused(
          refusal started)",
         long_at - started
     );
-    assert!(s.is_alive(), "redis-server died:\n{}", s.log());
+    assert!(s.is_alive(), "{} died:\n{}", server_binary(), s.log());
     let mut c = s.conn();
     assert_eq!(
         inspect(&mut c, key).and_then(|i| i.int("lease-token")),

@@ -1,5 +1,6 @@
-//! Test harness: real redis-server processes with the module loaded, on free loopback ports,
-//! each in its own temporary directory, stopped when dropped (also when a test panics).
+//! Test harness: real server processes (redis-server, or valkey-server through `$CACHE_SERVER`)
+//! with the module loaded, on free loopback ports, each in its own temporary directory, stopped
+//! when dropped (also when a test panics).
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -25,6 +26,94 @@ pub fn module_path() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The server binary the tests run: `$CACHE_SERVER` (the path of a redis-server or a
+/// valkey-server), else `redis-server` on PATH.
+pub fn server_binary() -> String {
+    std::env::var("CACHE_SERVER")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "redis-server".to_string())
+}
+
+/// Which server a connection talks to, from `INFO server`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Redis,
+    Valkey,
+}
+
+/// What a server says it is: its flavor, its own version (`valkey_version` on Valkey,
+/// `redis_version` on Redis) and the Redis version it is compatible with (`redis_version`:
+/// Valkey 8 reports 7.2.4 there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerKind {
+    pub flavor: Flavor,
+    pub version: (u32, u32, u32),
+    pub redis_compat: (u32, u32, u32),
+}
+
+impl ServerKind {
+    pub fn is_valkey(&self) -> bool {
+        self.flavor == Flavor::Valkey
+    }
+}
+
+fn parse_version(v: &str) -> (u32, u32, u32) {
+    let mut parts = v.trim().split('.').map(|p| {
+        p.parse::<u32>()
+            .unwrap_or_else(|e| panic!("version {v:?}: {e}"))
+    });
+    let mut next = || parts.next().unwrap_or(0);
+    (next(), next(), next())
+}
+
+/// Asks the server what it is.
+pub fn server_kind(c: &mut Connection) -> ServerKind {
+    let info: String = redis::cmd("INFO").arg("server").query(c).unwrap();
+    let field = |name: &str| {
+        info.lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| parse_version(v))
+    };
+    let redis_compat = field("redis_version").expect("redis_version in INFO server");
+    match field("valkey_version") {
+        Some(version) => ServerKind {
+            flavor: Flavor::Valkey,
+            version,
+            redis_compat,
+        },
+        None => ServerKind {
+            flavor: Flavor::Redis,
+            version: redis_compat,
+            redis_compat,
+        },
+    }
+}
+
+/// What `server_binary() --version` says: "Redis server v=7.0.15 ..." or
+/// "Valkey server v=8.1.8 ...", as (flavor, version).
+pub fn binary_version() -> (Flavor, (u32, u32, u32)) {
+    let bin = server_binary();
+    let out = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {bin} --version: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let flavor = if text.starts_with("Valkey server") {
+        Flavor::Valkey
+    } else if text.starts_with("Redis server") {
+        Flavor::Redis
+    } else {
+        panic!("{bin} --version: unexpected {text:?}")
+    };
+    let v = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("v="))
+        .unwrap_or_else(|| panic!("{bin} --version: no v= in {text:?}"));
+    (flavor, parse_version(v))
 }
 
 /// A loopback port nobody listens on. Ports are spread by process id so that test binaries
@@ -100,14 +189,20 @@ impl Server {
             module_path().display().to_string(),
         ];
         args.extend(self.extra.iter().cloned());
-        let child = Command::new("redis-server")
+        let bin = server_binary();
+        let child = Command::new(&bin)
             .args(&args)
             .stdin(Stdio::null())
             // A Rust panic message goes to stderr: keep it for `log`.
             .stdout(self.output("stdout.log"))
             .stderr(self.output("stderr.log"))
             .spawn()
-            .expect("redis-server on PATH (make deps installs it)");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {bin} ($CACHE_SERVER, default redis-server on PATH; \
+                     make deps installs redis-server and valkey-server): {e}"
+                )
+            });
         self.child = Some(child);
         let port = self.port;
         let up = wait_until(Duration::from_secs(10), || {
@@ -116,7 +211,7 @@ impl Server {
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
                 .is_ok()
         });
-        assert!(up, "redis-server did not start on {port}:\n{}", self.log());
+        assert!(up, "{bin} did not start on {port}:\n{}", self.log());
     }
 
     pub fn url(&self) -> String {
