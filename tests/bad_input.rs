@@ -950,7 +950,12 @@ fn cache_apply_bad_records_in_the_aof_are_refused() {
     let mut reference = Server::start();
     let mut s = Server::start();
     let now = server_ms(&mut s.conn());
-    let bad = bad_apply_rows(now);
+    // Only calls of the right arity: an AOF never holds others, and Valkey refuses to load
+    // one that does (Redis 7.0 passes it on to the command, which answers its arity error).
+    let bad: Vec<Row> = bad_apply_rows(now)
+        .into_iter()
+        .filter(|r| (3..=4).contains(&r.args.len()))
+        .collect();
     let good = good_apply_rows(now);
     // After each bad record, a marker whose error is like no other: the log then tells which
     // record answered which error, and a record that answered none.
