@@ -38,7 +38,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     ctx.set_module_options(redis_module::ModuleOptions::HANDLE_IO_ERRORS);
     guard::install_panic_hook();
     reply::prepare(ctx);
-    if let Err(why) = wrapper::blocked::subscribe(ctx) {
+    if let Err(why) = wrapper::keyspace::subscribe(ctx) {
         ctx.log_warning(why);
         return Status::Err;
     }

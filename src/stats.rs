@@ -27,6 +27,13 @@ impl Counter {
             Ordering::Relaxed,
         );
     }
+    /// Undoes one `incr` of an event that turned out not to have happened.
+    pub fn take_back(&self) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_sub(1),
+            Ordering::Relaxed,
+        );
+    }
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }

@@ -996,15 +996,8 @@ fn cache_apply_bad_records_in_the_aof_are_refused() {
         "bad records changed something"
     );
     // The good records took effect: `new` has the record's tags and lease.
-    let fields: Vec<Value> = redis::cmd("CACHE.INSPECT")
-        .arg("new")
-        .query(&mut c)
-        .unwrap();
-    let at = fields
-        .iter()
-        .position(|f| redis::from_redis_value::<String>(f).ok().as_deref() == Some("tags"))
-        .expect("a tags field");
-    let tags: Vec<Vec<u8>> = redis::from_redis_value(&fields[at + 1]).unwrap();
+    let tags: Vec<Vec<u8>> =
+        redis::from_redis_value(&inspect_field(&mut c, "new", "tags").unwrap()).unwrap();
     assert_eq!(tags, [&b"user:1"[..], b"\0bin", b""]);
 }
 
@@ -1455,11 +1448,15 @@ fn restore_of_spoiled_entry_headers_is_refused() {
         (HAS_VALUE, Some(&b"value"[..])),
         (HAS_LEASE, None),
     ] {
-        let record = Record::new(now, flags, tags);
+        let mut record = Record::new(now, flags, tags);
         restore(&mut c, "src", &record, value).unwrap();
         let payload: Vec<u8> = redis::cmd("DUMP").arg("src").query(&mut c).unwrap();
         let dump = Dump::parse(&payload);
-        // The tests' crafted payloads are what DUMP gives (the RDB version aside).
+        // The tests' crafted payloads are what DUMP gives (the RDB version aside), with the
+        // fresh version the entry got where RESTORE put it.
+        let fresh = inspect_int(&mut c, "src", "version").expect("a version");
+        assert!(fresh > record.version, "RESTORE gave no fresh version");
+        record.version = fresh;
         let crafted = dump_payload(&record.encode(), value);
         assert_eq!(
             dump.body,

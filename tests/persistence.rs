@@ -345,7 +345,8 @@ fn dump_restore_round_trip() {
     keys.extend(f.others.iter().cloned());
     let before = snapshot(&mut c, &all_keys(&f));
 
-    // Into another server, with the absolute expiry: everything equal (MIGRATE does this).
+    // Into another server, with the absolute expiry: everything equal but the version, fresh
+    // where the entry lands (MIGRATE does this).
     let t = Server::start();
     let mut d = t.conn();
     for key in &keys {
@@ -360,7 +361,7 @@ fn dump_restore_round_trip() {
             .unwrap();
     }
     let after = snapshot(&mut d, &all_keys(&f));
-    assert_same("DUMP/RESTORE to another server", &before, &after);
+    assert_all_landed("DUMP/RESTORE to another server", &before, &after);
     assert_eq!(live_entries(&mut d), f.keys.len() as i64);
     // The target took in the ids: its own ids are above the source's.
     let last_source = last_id(&mut c);
@@ -380,9 +381,9 @@ fn dump_restore_round_trip() {
             .unwrap();
         let a = key_state(&mut c, key);
         let b = key_state(&mut c, &copy);
-        assert_same_key("RESTORE under a new name", key, &a, &b, 0);
+        assert_landed("RESTORE under a new name", key, &a, &b, 0);
         // REPLACE over an existing entry.
-        set(&mut c, &copy, b"something else", &["EX", "10"]).unwrap();
+        let overwritten = set(&mut c, &copy, b"something else", &["EX", "10"]).unwrap();
         let _: () = redis::cmd("RESTORE")
             .arg(&copy)
             .arg(at.max(0))
@@ -391,12 +392,17 @@ fn dump_restore_round_trip() {
             .arg("REPLACE")
             .query(&mut c)
             .unwrap();
-        assert_same_key(
+        let replaced = key_state(&mut c, &copy);
+        assert_landed(
             "RESTORE REPLACE",
             key,
             &key_state(&mut c, key),
-            &key_state(&mut c, &copy),
+            &replaced,
             0,
+        );
+        assert!(
+            replaced.version() > Some(overwritten as i64),
+            "RESTORE REPLACE: version went back"
         );
         // As documented for RESTORE: TTL 0 means the key does not expire.
         let _: () = redis::cmd("RESTORE")
@@ -407,7 +413,10 @@ fn dump_restore_round_trip() {
             .query(&mut c)
             .unwrap();
         assert_eq!(pexpiretime(&mut c, &copy), -1);
-        assert_eq!(inspect(&mut c, key), inspect(&mut c, &copy));
+        assert_eq!(
+            inspect(&mut c, key).map(|i| i.without_version()),
+            inspect(&mut c, &copy).map(|i| i.without_version())
+        );
     }
     assert_eq!(live_entries(&mut c), 2 * f.keys.len() as i64);
 }
@@ -435,7 +444,7 @@ fn migrate_moves_entries_with_their_leases() {
     assert_eq!(dbsize(&mut c), 0, "MIGRATE left keys behind");
     assert_eq!(live_entries(&mut c), 0);
     let after = snapshot(&mut d, &all_keys(&f));
-    assert_same("MIGRATE", &before, &after);
+    assert_all_landed("MIGRATE", &before, &after);
     check_leases_and_ids(&mut d, &f, last_source);
 }
 
@@ -551,7 +560,7 @@ fn rename_moves_the_entry() {
             .unwrap();
         assert!(!exists(&mut c, key));
         let after = key_state(&mut c, &to);
-        assert_same_key("RENAME", key, &before, &after, 0);
+        assert_landed("RENAME", key, &before, &after, 0);
     }
     assert_eq!(live_entries(&mut c), f.keys.len() as i64);
     // RENAME over an existing entry replaces it (and frees it).
@@ -577,9 +586,12 @@ fn copy_has_the_value_but_not_the_lease() {
         let n: i64 = redis::cmd("COPY").arg(key).arg(&to).query(&mut c).unwrap();
         assert_eq!(n, 1);
         let copy = key_state(&mut c, &to);
+        assert!(copy.version() > src.version(), "{key:?}: no fresh version");
         assert_eq!(
-            copy.inspect,
-            src.inspect.as_ref().map(|i| i.without_lease()),
+            copy.inspect.as_ref().map(|i| i.without_version()),
+            src.inspect
+                .as_ref()
+                .map(|i| i.without_lease().without_version()),
             "{key:?}: the copy is the entry without its lease"
         );
         assert_eq!(copy.value, src.value, "{key:?}: value of the copy");

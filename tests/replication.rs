@@ -14,53 +14,6 @@ use support2::*;
 /// Fast full syncs: no diskless delay.
 const PRIMARY: &[&str] = &["--repl-diskless-sync-delay", "0"];
 
-fn start_replica(primary: &Server, extra: &[&str]) -> Server {
-    let port = primary.port.to_string();
-    let mut args = vec!["--replicaof", "127.0.0.1", &port];
-    args.extend_from_slice(extra);
-    let r = Server::start_with(&args);
-    wait_link_up(&r);
-    wait_online(primary);
-    r
-}
-
-/// The primary counts the replica as online (after a diskless sync, only from its first ACK:
-/// until then WAIT does not count it).
-fn wait_online(primary: &Server) {
-    let mut c = primary.conn();
-    let online = wait_until(Duration::from_secs(30), || {
-        info_field(&mut c, "replication", "slave0").is_some_and(|s| s.contains("state=online"))
-    });
-    assert!(online, "the primary never saw its replica online");
-}
-
-fn wait_link_up(r: &Server) {
-    let mut c = r.conn();
-    let up = wait_until(Duration::from_secs(30), || {
-        info_field(&mut c, "replication", "master_link_status").as_deref() == Some("up")
-    });
-    assert!(up, "replica never got its link up:\n{}", r.log());
-}
-
-fn wait_replicas(c: &mut Connection, n: i64) {
-    let acked: i64 = redis::cmd("WAIT").arg(n).arg(5000).query(c).unwrap();
-    assert_eq!(acked, n, "WAIT: replicas that acknowledged");
-}
-
-fn repl_offset(c: &mut Connection) -> i64 {
-    info_int(c, "replication", "master_repl_offset")
-}
-
-/// Waits until the replica has processed everything the primary has sent (without WAIT,
-/// which itself writes REPLCONF GETACK into the stream).
-fn wait_caught_up(p: &mut Connection, r: &mut Connection) {
-    let ok = wait_until(Duration::from_secs(10), || {
-        let want = repl_offset(p);
-        info_int(r, "replication", "slave_repl_offset") == want && repl_offset(p) == want
-    });
-    assert!(ok, "replica did not catch up");
-}
-
 /// Writes of every kind on the primary: the fixture, then CACHE.DEL, DEL and UNLINK of
 /// entries with and without leases, overwrites, fills.
 fn write_mix(c: &mut Connection, p: &str) -> (Fixture, Vec<String>) {

@@ -25,6 +25,7 @@ use redis_module::{raw, Context, RedisResult, RedisValue, Status};
 
 use crate::error::CacheError;
 use crate::storage::arg::Arg;
+use crate::storage::landing;
 use crate::{guard, reply};
 
 pub type Handler = fn(&Context, &[Arg]) -> RedisResult;
@@ -42,7 +43,14 @@ pub(crate) fn dispatch(
     let args = unsafe { Arg::slice(argv, argc.max(0) as usize) };
     reply::begun();
     let result = guard::catch(
-        || handler(&context, args),
+        || {
+            // An entry COPY, RENAME, MOVE or RESTORE put here gets its fresh version before
+            // any command of ours can see the old one.
+            if landing::has_pending() {
+                landing::refresh_before_command(&context);
+            }
+            handler(&context, args)
+        },
         || match reply::begun() {
             true => Ok(RedisValue::NoReply),
             false => Err(CacheError::Internal.into()),

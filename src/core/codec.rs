@@ -68,6 +68,12 @@ pub fn encode_aof_header(e: &Entry) -> Vec<u8> {
     encode(e, false, true)
 }
 
+/// The header of an effect that changed only the entry's metadata under a key whose TTL Redis
+/// set on its own (a fresh version after `COPY` or `RENAME`): keep the value and the TTL.
+pub fn encode_metadata_keep_ttl(e: &Entry) -> Vec<u8> {
+    encode(e, true, true)
+}
+
 fn encode(e: &Entry, keep_value: bool, keep_ttl: bool) -> Vec<u8> {
     let tag_bytes: usize = e.tags.iter().map(|t| 4 + t.len()).sum();
     let mut out = Vec::with_capacity(2 + 32 + 24 + 4 + tag_bytes);

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
+use super::arg::Arg;
 use super::ids;
+use super::landing::{self, Counted};
 use super::server::{self, LoadSource};
 use crate::core::codec::{self, ValueSlot};
 use crate::core::entry::Entry;
@@ -195,14 +197,23 @@ pub fn free_entry(value: *mut Entry) {
 /// A key leaves the keyspace (DEL, UNLINK, expiry, eviction, overwrite by another command):
 /// its outstanding lease is revoked, or had already run out unfilled. Counted here because
 /// these paths never pass through a CACHE command.
-unsafe extern "C" fn unlink(_key: *mut raw::RedisModuleString, value: *const c_void) {
+/// `RENAME` and `MOVE` unlink the source key too; `landing` takes the count back when its
+/// notification says the entry moved.
+unsafe extern "C" fn unlink(key: *mut raw::RedisModuleString, value: *const c_void) {
     guarded((), || {
-        if let Some(lease) = (*value.cast::<Entry>()).lease.as_ref() {
-            if lease.is_active(ids::now_ms()) {
+        let counted = match (*value.cast::<Entry>()).lease.as_ref() {
+            Some(lease) if lease.is_active(ids::now_ms()) => {
                 stats::LEASES_REVOKED.incr();
-            } else {
-                stats::LEASES_EXPIRED.incr();
+                Counted::Revoked
             }
+            Some(_) => {
+                stats::LEASES_EXPIRED.incr();
+                Counted::Expired
+            }
+            None => Counted::Nothing,
+        };
+        if !key.is_null() {
+            landing::unlinked(Arg::from_raw(key).as_slice(), counted);
         }
     })
 }

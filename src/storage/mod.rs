@@ -8,6 +8,7 @@ pub mod datatype;
 pub mod handover;
 pub mod ids;
 pub mod key;
+pub mod landing;
 pub mod lease;
 pub mod notify;
 pub mod replicate;

@@ -53,6 +53,12 @@ pub fn metadata_changed(ctx: &Context, key: &Arg, entry: &Entry) {
     apply(ctx, key, &codec::encode_header(entry, true), None);
 }
 
+/// The entry got a fresh version where Redis put it (`COPY`, `RENAME`, `MOVE`, `RESTORE`):
+/// the record keeps the value and the TTL Redis gave the key (it may differ from the entry's).
+pub fn version_changed(ctx: &Context, key: &Arg, entry: &Entry) {
+    apply(ctx, key, &codec::encode_metadata_keep_ttl(entry), None);
+}
+
 /// Keys deleted by a command, as a plain `DEL` of those keys.
 pub fn deleted(ctx: &Context, keys: &[&Arg]) {
     let raw_keys: Vec<*mut raw::RedisModuleString> = keys.iter().map(|k| k.raw()).collect();

@@ -22,7 +22,7 @@
 //! All of this runs on Redis's main thread.
 
 use std::cell::Cell;
-use std::os::raw::{c_char, c_int, c_void};
+use std::os::raw::{c_int, c_void};
 
 use redis_module::{raw, Context};
 
@@ -35,6 +35,8 @@ use crate::stats;
 use crate::storage::arg::Arg;
 use crate::storage::key::open_entry;
 use crate::storage::{handover, ids, server};
+
+use super::on_key;
 
 /// How soon the timer tries again while the server takes no writes.
 const RETRY_MS: i64 = 10;
@@ -257,110 +259,33 @@ extern "C" fn tick(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
     )
 }
 
-/// Runs `f` on the key of `line` from the timer's context.
-fn on_key(ctx: &Context, line: &LineKey, f: impl FnOnce(&Context, &Arg)) {
-    // SAFETY: a timer context has a client whose db can be selected; the string lives until
-    // freed below and `f` cannot keep it.
-    unsafe {
-        raw::RedisModule_SelectDb.unwrap()(ctx.ctx, line.db);
-        let name = raw::RedisModule_CreateString.unwrap()(
-            ctx.ctx,
-            line.key.as_ptr().cast::<c_char>(),
-            line.key.len(),
-        );
-        f(ctx, &Arg::from_raw(name));
-        raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
+/// A generic, expiry or eviction event on `name`: one on a waited key (a plain `DEL`, expiry,
+/// eviction, a rename away) may have ended its lease, so its line is due now (after a
+/// `CACHE.DEL`, which has handed over already, the look finds the new lease held and changes
+/// nothing). Nothing is written here (7.0 forbids it in a notification); the timer does the
+/// work.
+pub fn on_key_event(ctx: &Context, name: &Arg) {
+    if handover::with(|r| r.is_empty()) {
+        return;
     }
-}
-
-/// A generic, expiry or eviction event: one on a waited key (a plain `DEL`, expiry, eviction,
-/// a rename away) may have ended its lease, so its line is due now (after a `CACHE.DEL`, which has
-/// handed over already, the look finds the new lease held and changes nothing). Nothing is
-/// written here (7.0 forbids it in a notification); the timer does the work.
-extern "C" fn on_keyspace_event(
-    ctx: *mut raw::RedisModuleCtx,
-    _class: c_int,
-    _event: *const c_char,
-    key: *mut raw::RedisModuleString,
-) -> c_int {
-    guard::catch(
-        || {
-            if handover::with(|r| r.is_empty()) {
-                return 0;
-            }
-            let ctx = Context::new(ctx);
-            // SAFETY: Redis passes the event's key, alive for the call.
-            let name = unsafe { Arg::from_raw(key) };
-            let line = handover::line_of(&ctx, name.as_slice());
-            if handover::with(|r| {
-                let waited = r.is_waited(&line);
-                if waited {
-                    r.check_now(&line);
-                }
-                waited
-            }) {
-                arm(&ctx, i64::MIN);
-            }
-            0
-        },
-        || 0,
-    )
+    let line = handover::line_of(ctx, name.as_slice());
+    if handover::with(|r| {
+        let waited = r.is_waited(&line);
+        if waited {
+            r.check_now(&line);
+        }
+        waited
+    }) {
+        arm(ctx, i64::MIN);
+    }
 }
 
 /// A flush or `SWAPDB` changes keys without a keyspace event each: every line is due.
-extern "C" fn on_keyspace_swap(
-    ctx: *mut raw::RedisModuleCtx,
-    _event: raw::RedisModuleEvent,
-    _subevent: u64,
-    _data: *mut c_void,
-) {
-    guard::catch(
-        || {
-            if handover::with(|r| {
-                r.check_all_now();
-                !r.is_empty()
-            }) {
-                arm(&Context::new(ctx), i64::MIN);
-            }
-        },
-        || (),
-    )
-}
-
-/// Subscribes the callbacks above; called from the module's init.
-pub fn subscribe(ctx: &Context) -> Result<(), &'static str> {
-    let ok = raw::REDISMODULE_OK as c_int;
-    // SAFETY: the module's init context; the callbacks have Redis's signatures and live for
-    // the life of the module.
-    unsafe {
-        if raw::RedisModule_SubscribeToKeyspaceEvents.unwrap()(
-            ctx.ctx,
-            // What can end a lease without a command of ours: DEL, UNLINK, RENAME, MOVE,
-            // RESTORE (generic), expiry and eviction. Not the per-type classes: a key taken by
-            // another type leaves its callers to their timeout anyway, and the hot write
-            // paths of strings, hashes and the rest stay free of this callback.
-            (raw::REDISMODULE_NOTIFY_GENERIC
-                | raw::REDISMODULE_NOTIFY_EXPIRED
-                | raw::REDISMODULE_NOTIFY_EVICTED) as c_int,
-            Some(on_keyspace_event),
-        ) != ok
-        {
-            return Err("cannot subscribe to keyspace events");
-        }
-        for id in [
-            raw::REDISMODULE_EVENT_FLUSHDB,
-            raw::REDISMODULE_EVENT_SWAPDB,
-        ] {
-            let event = raw::RedisModuleEvent { id, dataver: 1 };
-            if raw::RedisModule_SubscribeToServerEvent.unwrap()(
-                ctx.ctx,
-                event,
-                Some(on_keyspace_swap),
-            ) != ok
-            {
-                return Err("cannot subscribe to flush and swapdb events");
-            }
-        }
+pub fn on_flush_or_swap(ctx: &Context) {
+    if handover::with(|r| {
+        r.check_all_now();
+        !r.is_empty()
+    }) {
+        arm(ctx, i64::MIN);
     }
-    Ok(())
 }

@@ -120,9 +120,12 @@ pub fn binary_version() -> (Flavor, (u32, u32, u32)) {
 /// running side by side do not race for the same ones.
 pub fn free_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 400) as u16 * 100;
+    // Below Linux's ephemeral range (32768 and up), where the kernel picks the source ports
+    // of outgoing connections: a port found free there can be taken by a client before the
+    // server binds it. Each process starts in its own stripe.
+    let base = 10_000 + (std::process::id() % 70) as u16 * 300;
     loop {
-        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 100 * 3;
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 300;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
@@ -164,12 +167,24 @@ impl Server {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
+        // Another process may take the port between the check and the bind: on the first
+        // start (nothing knows the port yet) a bind failure moves on to another port.
+        for _ in 0..5 {
+            if s.try_spawn() {
+                return s;
+            }
+            s.kill();
+            if !s.log().contains("Address already in use") {
+                break;
+            }
+            s.port = free_port();
+        }
         s.spawn();
         s
     }
 
-    /// Starts the process (again, after `shutdown` or `kill`) on the same port and directory.
-    pub fn spawn(&mut self) {
+    /// Starts the process and waits until it answers; whether it did.
+    fn try_spawn(&mut self) -> bool {
         let mut args: Vec<String> = vec![
             "--port".into(),
             self.port.to_string(),
@@ -205,13 +220,24 @@ impl Server {
             });
         self.child = Some(child);
         let port = self.port;
-        let up = wait_until(Duration::from_secs(10), || {
+        wait_until(Duration::from_secs(10), || {
             redis::Client::open(format!("redis://127.0.0.1:{port}/"))
                 .and_then(|c| c.get_connection())
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
                 .is_ok()
-        });
-        assert!(up, "{bin} did not start on {port}:\n{}", self.log());
+        })
+    }
+
+    /// Starts the process (again, after `shutdown` or `kill`) on the same port and directory.
+    pub fn spawn(&mut self) {
+        let up = self.try_spawn();
+        assert!(
+            up,
+            "{} did not start on {}:\n{}",
+            server_binary(),
+            self.port,
+            self.log()
+        );
     }
 
     pub fn url(&self) -> String {
@@ -343,4 +369,23 @@ pub fn set(c: &mut Connection, key: &str, value: &[u8], opts: &[&str]) -> Option
 
 pub fn digest(c: &mut Connection) -> String {
     redis::cmd("DEBUG").arg("DIGEST").query(c).unwrap()
+}
+
+/// One field of `CACHE.INSPECT key`; `None` when the key holds no entry.
+pub fn inspect_field(c: &mut Connection, key: &str, field: &str) -> Option<redis::Value> {
+    let fields: Vec<redis::Value> = redis::cmd("CACHE.INSPECT").arg(key).query(c).unwrap();
+    let at = fields
+        .iter()
+        .position(|f| redis::from_redis_value::<String>(f).ok().as_deref() == Some(field));
+    if fields.is_empty() {
+        return None;
+    }
+    let at = at.unwrap_or_else(|| panic!("CACHE.INSPECT has no field {field}: {fields:?}"));
+    Some(fields[at + 1].clone())
+}
+
+/// One integer field of `CACHE.INSPECT key` (`version`, `lease-token`...); `None` when the key
+/// holds no entry or the field is nil.
+pub fn inspect_int(c: &mut Connection, key: &str, field: &str) -> Option<u64> {
+    redis::from_redis_value(&inspect_field(c, key, field)?).ok()
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use redis::Value;
 
 use crate::support::records::{restore, Record, HOUR_MS};
-use crate::support::{getx, server_ms, set, Connection};
+use crate::support::{getx, server_ms, set, wait_until, Connection, Server};
 
 /// `CACHE.INSPECT key` as (field, value) pairs, in reply order.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,6 +32,24 @@ impl Inspect {
             Value::Nil => None,
             other => panic!("field {field} is not an integer: {other:?}"),
         }
+    }
+
+    /// The same fields with the version forced to nil (to compare an entry with where
+    /// `COPY`, `RENAME`, `RESTORE` or `MIGRATE` put it, with a fresh version).
+    pub fn without_version(&self) -> Inspect {
+        Inspect(
+            self.0
+                .iter()
+                .map(|(f, v)| {
+                    let v = if f == "version" {
+                        Value::Nil
+                    } else {
+                        v.clone()
+                    };
+                    (f.clone(), v)
+                })
+                .collect(),
+        )
     }
 
     /// The same fields with the lease fields forced to nil (what a lease-less copy shows).
@@ -408,6 +426,51 @@ pub fn assert_same_key(what: &str, key: &str, a: &KeyState, b: &KeyState, slack_
     );
 }
 
+impl KeyState {
+    /// The state but the version (the digest covers the version, so it goes too).
+    pub fn without_version(&self) -> KeyState {
+        KeyState {
+            inspect: self.inspect.as_ref().map(Inspect::without_version),
+            pexpiretime: self.pexpiretime,
+            value: self.value.clone(),
+            digest: String::new(),
+        }
+    }
+
+    pub fn version(&self) -> Option<i64> {
+        self.inspect.as_ref().and_then(|i| i.int("version"))
+    }
+}
+
+/// `after` is `before` where Redis put it (`COPY`, `RENAME`, `RESTORE`, `MIGRATE`): the same
+/// entry with a fresh version, higher than the one it had.
+pub fn assert_landed(what: &str, key: &str, before: &KeyState, after: &KeyState, slack_ms: i64) {
+    let (v0, v1) = (before.version(), after.version());
+    assert!(
+        v1 > v0,
+        "{what}: {key:?} has version {v1:?}, not above {v0:?}"
+    );
+    assert_same_key(
+        what,
+        key,
+        &before.without_version(),
+        &after.without_version(),
+        slack_ms,
+    );
+}
+
+/// Every key of `a` landed in `b` (see `assert_landed`).
+pub fn assert_all_landed(what: &str, a: &Snapshot, b: &Snapshot) {
+    assert_eq!(
+        a.keys.keys().collect::<Vec<_>>(),
+        b.keys.keys().collect::<Vec<_>>(),
+        "{what}: different keys"
+    );
+    for (key, sa) in &a.keys {
+        assert_landed(what, key, sa, &b.keys[key], 50);
+    }
+}
+
 pub fn assert_same(what: &str, a: &Snapshot, b: &Snapshot) {
     assert_eq!(
         a.keys.keys().collect::<Vec<_>>(),
@@ -424,4 +487,56 @@ pub fn assert_same(what: &str, a: &Snapshot, b: &Snapshot) {
     }
     assert!(report.is_empty(), "{what}:\n  {}", report.join("\n  "));
     assert_eq!(a.digest, b.digest, "{what}: DEBUG DIGEST differs");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replicas
+// ---------------------------------------------------------------------------------------------
+
+/// A replica of `primary`, its link up and counted online by the primary.
+pub fn start_replica(primary: &Server, extra: &[&str]) -> Server {
+    let port = primary.port.to_string();
+    let mut args = vec!["--replicaof", "127.0.0.1", &port];
+    args.extend_from_slice(extra);
+    let r = Server::start_with(&args);
+    wait_link_up(&r);
+    wait_online(primary);
+    r
+}
+
+/// The primary counts the replica as online (after a diskless sync, only from its first ACK:
+/// until then WAIT does not count it).
+pub fn wait_online(primary: &Server) {
+    let mut c = primary.conn();
+    let online = wait_until(Duration::from_secs(30), || {
+        info_field(&mut c, "replication", "slave0").is_some_and(|s| s.contains("state=online"))
+    });
+    assert!(online, "the primary never saw its replica online");
+}
+
+pub fn wait_link_up(r: &Server) {
+    let mut c = r.conn();
+    let up = wait_until(Duration::from_secs(30), || {
+        info_field(&mut c, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    assert!(up, "replica never got its link up:\n{}", r.log());
+}
+
+pub fn wait_replicas(c: &mut Connection, n: i64) {
+    let acked: i64 = redis::cmd("WAIT").arg(n).arg(5000).query(c).unwrap();
+    assert_eq!(acked, n, "WAIT: replicas that acknowledged");
+}
+
+pub fn repl_offset(c: &mut Connection) -> i64 {
+    info_int(c, "replication", "master_repl_offset")
+}
+
+/// Waits until the replica has processed everything the primary has sent (without WAIT,
+/// which itself writes REPLCONF GETACK into the stream).
+pub fn wait_caught_up(p: &mut Connection, r: &mut Connection) {
+    let ok = wait_until(Duration::from_secs(10), || {
+        let want = repl_offset(p);
+        info_int(r, "replication", "slave_repl_offset") == want && repl_offset(p) == want
+    });
+    assert!(ok, "replica did not catch up");
 }

@@ -1,0 +1,159 @@
+//! The keyspace and server events the module subscribes to, and the timer that gives landed
+//! entries their fresh versions (`storage::landing`).
+
+use std::cell::Cell;
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int, c_void};
+
+use redis_module::{raw, Context};
+
+use super::{blocked, on_key};
+use crate::guard;
+use crate::storage::arg::Arg;
+use crate::storage::{landing, server};
+
+/// How long the landing timer waits before it tries again while the server takes no writes.
+const RETRY_MS: i64 = 100;
+
+thread_local! {
+    /// Whether the landing timer is armed (main thread only).
+    static LANDING_TIMER: Cell<bool> = const { Cell::new(false) };
+    /// The database of the last `move_from` event: the database of the client running `MOVE`.
+    static MOVED_FROM_DB: Cell<Option<i32>> = const { Cell::new(None) };
+}
+
+/// The selected database of `ctx`.
+fn db_of(ctx: &Context) -> i32 {
+    // SAFETY: a live context; the call only reads its client's database.
+    unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) }
+}
+
+/// A generic, expiry or eviction event on `key`.
+extern "C" fn on_keyspace_event(
+    ctx: *mut raw::RedisModuleCtx,
+    _class: c_int,
+    event: *const c_char,
+    key: *mut raw::RedisModuleString,
+) -> c_int {
+    guard::catch(
+        || {
+            let ctx = Context::new(ctx);
+            // SAFETY: Redis passes the event's name (a C string) and key, alive for the call.
+            let (event, name) = unsafe { (CStr::from_ptr(event).to_bytes(), Arg::from_raw(key)) };
+            match event {
+                b"copy_to" | b"rename_to" | b"move_to" | b"restore"
+                    if landing::landed(&ctx, &name) =>
+                {
+                    arm_landing(&ctx, 0)
+                }
+                b"rename_from" | b"move_from" => landing::moved_away(name.as_slice()),
+                _ => {}
+            }
+            blocked::on_key_event(&ctx, &name);
+            match event {
+                b"move_from" => MOVED_FROM_DB.set(Some(db_of(&ctx))),
+                // Valkey 8.1 runs this callback on the client that runs `MOVE`, selects the
+                // destination database on it for the event and leaves it there (fixed upstream
+                // in valkey-io/valkey#4024): the client would go on in the wrong database. Put
+                // it back in its own, the one of `move_from`. On Redis the context has a client
+                // of its own, and selecting on it changes nothing for anybody.
+                b"move_to" => {
+                    if let Some(db) = MOVED_FROM_DB.take() {
+                        // SAFETY: a live context; the database existed a moment ago.
+                        unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db) };
+                    }
+                }
+                _ => {}
+            }
+            0
+        },
+        || 0,
+    )
+}
+
+/// A flush or `SWAPDB`.
+extern "C" fn on_flush_or_swap(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    _subevent: u64,
+    _data: *mut c_void,
+) {
+    guard::catch(|| blocked::on_flush_or_swap(&Context::new(ctx)), || ())
+}
+
+fn arm_landing(ctx: &Context, delay_ms: i64) {
+    if LANDING_TIMER.get() {
+        return;
+    }
+    // SAFETY: a live context; the callback takes no data.
+    unsafe {
+        raw::RedisModule_CreateTimer.unwrap()(
+            ctx.ctx,
+            delay_ms,
+            Some(landing_tick),
+            std::ptr::null_mut(),
+        );
+    }
+    LANDING_TIMER.set(true);
+}
+
+/// Gives every landed entry still pending its fresh version; while the server takes no
+/// writes (paused clients, loading, a replica now, OOM), it comes back later.
+extern "C" fn landing_tick(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    guard::catch(
+        || {
+            let ctx = Context::new(ctx);
+            LANDING_TIMER.set(false);
+            if !landing::has_pending() {
+                return;
+            }
+            if !server::accepts_unprompted_writes(&ctx) {
+                arm_landing(&ctx, RETRY_MS);
+                return;
+            }
+            for key in landing::take(None) {
+                on_key(&ctx, &key, landing::refresh);
+            }
+        },
+        || (),
+    )
+}
+
+/// Subscribes the callbacks above; called from the module's init.
+pub fn subscribe(ctx: &Context) -> Result<(), &'static str> {
+    let ok = raw::REDISMODULE_OK as c_int;
+    // SAFETY: the module's init context; the callbacks have Redis's signatures and live for
+    // the life of the module.
+    unsafe {
+        if raw::RedisModule_SubscribeToKeyspaceEvents.unwrap()(
+            ctx.ctx,
+            // DEL, UNLINK, RENAME, MOVE, COPY, RESTORE (generic), expiry and eviction: what
+            // can end a lease or put an entry on a name without a command of ours. Not the
+            // per-type classes: a key taken by another type leaves its callers to their
+            // timeout anyway, and the hot write paths of strings, hashes and the rest stay
+            // free of this callback.
+            (raw::REDISMODULE_NOTIFY_GENERIC
+                | raw::REDISMODULE_NOTIFY_EXPIRED
+                | raw::REDISMODULE_NOTIFY_EVICTED) as c_int,
+            Some(on_keyspace_event),
+        ) != ok
+        {
+            return Err("cannot subscribe to keyspace events");
+        }
+        for id in [
+            raw::REDISMODULE_EVENT_FLUSHDB,
+            raw::REDISMODULE_EVENT_SWAPDB,
+        ] {
+            let event = raw::RedisModuleEvent { id, dataver: 1 };
+            if raw::RedisModule_SubscribeToServerEvent.unwrap()(
+                ctx.ctx,
+                event,
+                Some(on_flush_or_swap),
+            ) != ok
+            {
+                return Err("cannot subscribe to flush and swapdb events");
+            }
+        }
+    }
+    Ok(())
+}
