@@ -84,12 +84,19 @@ fn guarded<T>(fallback: T, f: impl FnOnce() -> T) -> T {
 }
 
 /// Reads one string from the RDB stream; `None` on an I/O error (short read, bad payload).
+///
+/// # Safety
+/// `rdb` must be the I/O handle Redis passed to the `rdb_load` callback running now.
 unsafe fn load_bytes(rdb: *mut raw::RedisModuleIO) -> Option<Vec<u8>> {
     let mut len: usize = 0;
-    let p = raw::RedisModule_LoadStringBuffer.unwrap()(rdb, &mut len);
-    if raw::RedisModule_IsIOError.unwrap()(rdb) != 0 {
+    // SAFETY: `rdb` is live for the callback (the caller's contract); Redis returns a buffer
+    // it allocated (or null on an I/O error) and its length.
+    let p = unsafe { raw::RedisModule_LoadStringBuffer.unwrap()(rdb, &mut len) };
+    // SAFETY: as above; a plain query of the handle's error flag.
+    if unsafe { raw::RedisModule_IsIOError.unwrap()(rdb) } != 0 {
         if !p.is_null() {
-            raw::RedisModule_Free.unwrap()(p.cast::<c_void>());
+            // SAFETY: `p` came from RedisModule_LoadStringBuffer and is freed once, here.
+            unsafe { raw::RedisModule_Free.unwrap()(p.cast::<c_void>()) };
         }
         return None;
     }
@@ -99,10 +106,24 @@ unsafe fn load_bytes(rdb: *mut raw::RedisModuleIO) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let ok = out.try_reserve_exact(len).is_ok();
     if ok {
-        out.extend_from_slice(std::slice::from_raw_parts(p.cast::<u8>(), len));
+        // SAFETY: Redis returned `len` readable bytes at `p`, alive until freed below.
+        out.extend_from_slice(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) });
     }
-    raw::RedisModule_Free.unwrap()(p.cast::<c_void>());
+    // SAFETY: `p` came from RedisModule_LoadStringBuffer and is freed once, here.
+    unsafe { raw::RedisModule_Free.unwrap()(p.cast::<c_void>()) };
     ok.then_some(out)
+}
+
+/// Redis hands every callback below a value pointer it got from `into_raw` (or from `rdb_load`
+/// and `copy`, which return `into_raw` pointers): a live `Box<Entry>` that Redis owns and that
+/// no other reference touches while the callback runs (Redis runs them on its main thread,
+/// and `free` only once the value is unreachable).
+///
+/// # Safety
+/// `value` must be such a pointer, alive for `'a`.
+unsafe fn entry_at<'a>(value: *const c_void) -> &'a Entry {
+    // SAFETY: the caller's contract above.
+    unsafe { &*value.cast::<Entry>() }
 }
 
 unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
@@ -110,7 +131,8 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
         if encver != ENCODING_VERSION {
             return ptr::null_mut();
         }
-        let Some(header) = load_bytes(rdb) else {
+        // SAFETY: `rdb` is the handle of this rdb_load call.
+        let Some(header) = (unsafe { load_bytes(rdb) }) else {
             return ptr::null_mut();
         };
         let Ok(codec::Header {
@@ -127,7 +149,8 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
         }
         match slot {
             ValueSlot::None => {}
-            ValueSlot::Present => match load_bytes(rdb) {
+            // SAFETY: `rdb` is the handle of this rdb_load call.
+            ValueSlot::Present => match unsafe { load_bytes(rdb) } {
                 Some(v) => entry.value = Some(v),
                 None => return ptr::null_mut(),
             },
@@ -147,7 +170,8 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
 
 unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
     guarded((), || {
-        let entry = &*value.cast::<Entry>();
+        // SAFETY: Redis passes the value of the key being saved (see `entry_at`).
+        let entry = unsafe { entry_at(value) };
         raw::save_slice(rdb, &codec::encode_header(entry, false));
         if let Some(v) = &entry.value {
             raw::save_slice(rdb, v);
@@ -161,29 +185,36 @@ unsafe extern "C" fn aof_rewrite(
     value: *mut c_void,
 ) {
     guarded((), || {
-        let entry = &*value.cast::<Entry>();
+        // SAFETY: Redis passes the value of the key being rewritten (see `entry_at`).
+        let entry = unsafe { entry_at(value) };
         let header = codec::encode_aof_header(entry);
-        let emit = raw::RedisModule_EmitAOF.unwrap();
         let cmd = c"CACHE.APPLY".as_ptr();
-        match &entry.value {
-            Some(v) => emit(
-                aof,
-                cmd,
-                c"sbb".as_ptr(),
-                key,
-                header.as_ptr().cast::<c_char>(),
-                header.len(),
-                v.as_ptr().cast::<c_char>(),
-                v.len(),
-            ),
-            None => emit(
-                aof,
-                cmd,
-                c"sb".as_ptr(),
-                key,
-                header.as_ptr().cast::<c_char>(),
-                header.len(),
-            ),
+        // SAFETY: the API pointers are set once by RedisModule_Init and only read after;
+        // `aof` and `key` are live for the callback; the format letters match the arguments
+        // (s = RedisModuleString*, b = a buffer and its length), and the buffers outlive the
+        // call, which copies them.
+        unsafe {
+            let emit = raw::RedisModule_EmitAOF.unwrap();
+            match &entry.value {
+                Some(v) => emit(
+                    aof,
+                    cmd,
+                    c"sbb".as_ptr(),
+                    key,
+                    header.as_ptr().cast::<c_char>(),
+                    header.len(),
+                    v.as_ptr().cast::<c_char>(),
+                    v.len(),
+                ),
+                None => emit(
+                    aof,
+                    cmd,
+                    c"sb".as_ptr(),
+                    key,
+                    header.as_ptr().cast::<c_char>(),
+                    header.len(),
+                ),
+            }
         }
     })
 }
@@ -201,7 +232,9 @@ pub fn free_entry(value: *mut Entry) {
 /// notification says the entry moved.
 unsafe extern "C" fn unlink(key: *mut raw::RedisModuleString, value: *const c_void) {
     guarded((), || {
-        let counted = match (*value.cast::<Entry>()).lease.as_ref() {
+        // SAFETY: Redis passes the value of the key leaving the keyspace (see `entry_at`).
+        let entry = unsafe { entry_at(value) };
+        let counted = match entry.lease.as_ref() {
             Some(lease) if lease.is_active(ids::now_ms()) => {
                 stats::LEASES_REVOKED.incr();
                 Counted::Revoked
@@ -213,7 +246,9 @@ unsafe extern "C" fn unlink(key: *mut raw::RedisModuleString, value: *const c_vo
             None => Counted::Nothing,
         };
         if !key.is_null() {
-            landing::unlinked(Arg::from_raw(key).as_slice(), counted);
+            // SAFETY: a non-null key name Redis passes is live for the callback.
+            let name = unsafe { Arg::from_raw(key) };
+            landing::unlinked(name.as_slice(), counted);
         }
     })
 }
@@ -221,30 +256,39 @@ unsafe extern "C" fn unlink(key: *mut raw::RedisModuleString, value: *const c_vo
 unsafe extern "C" fn free(value: *mut c_void) {
     guarded((), || {
         if !value.is_null() {
-            drop(Box::from_raw(value.cast::<Entry>()));
+            // SAFETY: Redis frees each value once, when nothing references it any more; it
+            // is an `into_raw` box (see `entry_at`), so it is ours to drop.
+            drop(unsafe { Box::from_raw(value.cast::<Entry>()) });
             LIVE_ENTRIES.fetch_sub(1, Ordering::Relaxed);
         }
     })
 }
 
 unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
-    guarded(0, || (*value.cast::<Entry>()).heap_size())
+    // SAFETY: Redis passes the value of the key it measures (see `entry_at`).
+    guarded(0, || unsafe { entry_at(value) }.heap_size())
 }
 
 unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
     guarded((), || {
-        let entry = &*value.cast::<Entry>();
-        let add = raw::RedisModule_DigestAddStringBuffer.unwrap();
+        // SAFETY: Redis passes the value of the key it digests (see `entry_at`).
+        let entry = unsafe { entry_at(value) };
         let header = codec::encode_header(entry, false);
-        add(
-            md,
-            header.as_ptr().cast::<c_char>().cast_mut(),
-            header.len(),
-        );
-        if let Some(v) = &entry.value {
-            add(md, v.as_ptr().cast::<c_char>().cast_mut(), v.len());
+        // SAFETY: the API pointers are set once by RedisModule_Init and only read after; `md`
+        // is live for the callback; the buffers are read during each call only (the API
+        // takes `*mut` but does not write through it).
+        unsafe {
+            let add = raw::RedisModule_DigestAddStringBuffer.unwrap();
+            add(
+                md,
+                header.as_ptr().cast::<c_char>().cast_mut(),
+                header.len(),
+            );
+            if let Some(v) = &entry.value {
+                add(md, v.as_ptr().cast::<c_char>().cast_mut(), v.len());
+            }
+            raw::RedisModule_DigestEndSequence.unwrap()(md);
         }
-        raw::RedisModule_DigestEndSequence.unwrap()(md);
     })
 }
 
@@ -256,7 +300,8 @@ unsafe extern "C" fn copy(
     value: *const c_void,
 ) -> *mut c_void {
     guarded(ptr::null_mut(), || {
-        let mut entry = (*value.cast::<Entry>()).clone();
+        // SAFETY: Redis passes the value of the key being copied (see `entry_at`).
+        let mut entry = unsafe { entry_at(value) }.clone();
         entry.lease = None;
         into_raw(entry).cast::<c_void>()
     })

@@ -2,8 +2,6 @@
 //! replication of effects.
 
 pub mod arg;
-// The callbacks still use unsafe operations unmarked inside `unsafe fn`; being rewritten.
-#[allow(unsafe_op_in_unsafe_fn)]
 pub mod datatype;
 pub mod handover;
 pub mod ids;
