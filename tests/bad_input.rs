@@ -3,12 +3,13 @@
 //! reach the module's loader), and binary, empty and maximum-size values and keys.
 
 mod support;
+use support::commands::*;
 use support::records::*;
-use support::*;
+use support::server::{wait_until, Server};
 
 use std::time::Duration;
 
-use redis::Value;
+use redis::{Connection, Value};
 
 // ---------------------------------------------------------------------------------------------
 // Calling with raw (binary) arguments

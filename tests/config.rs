@@ -2,7 +2,9 @@
 //! and the defaults they set for commands.
 
 mod support;
-use support::*;
+use redis::Connection;
+use support::commands::*;
+use support::server::Server;
 
 fn config_get(c: &mut Connection, name: &str) -> String {
     let (_, v): (String, String) = redis::cmd("CONFIG").arg("GET").arg(name).query(c).unwrap();

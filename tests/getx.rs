@@ -3,14 +3,15 @@
 //! included), no writes on plain hits, and the INFO counters.
 
 mod support;
+use support::commands::*;
 use support::records;
-use support::*;
+use support::server::{wait_until, Server};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use redis::Value;
+use redis::{Connection, Value};
 
 /// A BETA so large that a fresh entry with a non-zero DELTA is elected with probability
 /// `1 - gap / (delta * beta)`, i.e. certainly for the gaps used here.

@@ -4,10 +4,11 @@
 //! load, and such a server still saves, reloads and restarts from its own RDB.
 
 mod support;
+use support::commands::*;
 use support::records::{aof_load_errors, restore, write_aof, Record, HAS_LEASE, HOUR_MS};
-use support::*;
+use support::server::Server;
 
-use redis::Value;
+use redis::{Connection, Value};
 
 const ID_LIMIT: u64 = 1 << 53;
 const DAY_MS: i64 = 24 * HOUR_MS;

@@ -9,7 +9,6 @@
 //! for the CPU while they measure; the others share it.
 
 mod support;
-mod support2;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -18,10 +17,10 @@ use std::sync::{Arc, Barrier, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redis::Value;
+use redis::{Connection, Value};
 
-use support::*;
-use support2::{inspect, Inspect};
+use support::commands::*;
+use support::server::{wait_until, Server};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -89,7 +88,7 @@ fn lease_token(c: &mut Connection, key: &str) -> Option<u64> {
 }
 
 fn used_memory(c: &mut Connection) -> i64 {
-    support2::info_int(c, "memory", "used_memory")
+    info_int(c, "memory", "used_memory")
 }
 
 fn config_i64(c: &mut Connection, name: &str) -> i64 {
@@ -607,7 +606,7 @@ fn release_without_waiters_and_on_values() {
     assert_eq!(i.int("lease-token"), None);
     assert_eq!(i.int("has-value"), Some(1));
     assert_eq!(i.int("version"), version);
-    assert_eq!(support2::cache_get(&mut c, "s"), Some(b"old".to_vec()));
+    assert_eq!(cache_get(&mut c, "s"), Some(b"old".to_vec()));
     assert_eq!(fill(&mut c, "s", b"x", ts), None, "released token");
     let (v, status, ts2) = lockget(&mut c, "s", &[]);
     assert_eq!(
@@ -1348,13 +1347,12 @@ fn start_replica(primary: &Server) -> Server {
     let r = Server::start_with(&["--replicaof", "127.0.0.1", &port]);
     let mut rc = r.conn();
     let up = wait_until(Duration::from_secs(30), || {
-        support2::info_field(&mut rc, "replication", "master_link_status").as_deref() == Some("up")
+        info_field(&mut rc, "replication", "master_link_status").as_deref() == Some("up")
     });
     assert!(up, "replica never got its link up:\n{}", r.log());
     let mut pc = primary.conn();
     let online = wait_until(Duration::from_secs(30), || {
-        support2::info_field(&mut pc, "replication", "slave0")
-            .is_some_and(|s| s.contains("state=online"))
+        info_field(&mut pc, "replication", "slave0").is_some_and(|s| s.contains("state=online"))
     });
     assert!(online, "the primary never saw its replica online");
     r
@@ -1406,7 +1404,7 @@ fn replica_follows_grants_hand_overs_and_fills() {
     let (i, r, _) = recv(&rx, "woken by the fill");
     assert_eq!((i, r), (2, (Some(b"value".to_vec()), "HIT".into(), None)));
     assert_replica_same(&mut c, &mut rc, "k", "fill");
-    assert_eq!(support2::cache_get(&mut rc, "k"), Some(b"value".to_vec()));
+    assert_eq!(cache_get(&mut rc, "k"), Some(b"value".to_vec()));
     join_all(handles);
 
     // A hand-over after CACHE.DEL reaches the replica too.
@@ -1595,5 +1593,5 @@ fn bad_input_is_refused_and_changes_nothing() {
     // The leases are intact.
     assert_eq!(release(&mut c, "pending", tp.parse().unwrap()), 1);
     assert_eq!(release(&mut c, "stale", ts.parse().unwrap()), 1);
-    assert_eq!(support2::cache_get(&mut c, "val"), Some(b"v".to_vec()));
+    assert_eq!(cache_get(&mut c, "val"), Some(b"v".to_vec()));
 }

@@ -8,14 +8,15 @@
 //! caller is handed the lease once writes are accepted again, and nobody stays parked.
 
 mod support;
-mod support2;
 
 use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use support::*;
-use support2::{info_field, inspect};
+use redis::Connection;
+
+use support::commands::*;
+use support::server::{server_binary, wait_until, Server};
 
 const LONG: Duration = Duration::from_secs(20);
 /// The lease that runs out during the refusal.

@@ -4,14 +4,16 @@
 //! eviction and FLUSHALL like any key.
 
 mod support;
-mod support2;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use redis::Connection;
+
+use support::commands::*;
+use support::fixtures::*;
 use support::records::{seal, Record, HOUR_MS};
-use support::*;
-use support2::*;
+use support::server::{wait_until, Server};
 
 const AOF_NO_PREAMBLE: &[&str] = &["--appendonly", "yes", "--aof-use-rdb-preamble", "no"];
 

@@ -3,13 +3,18 @@
 //! the others, and full syncs (disk and diskless, swapdb) carry everything.
 
 mod support;
-mod support2;
 
 use std::time::Duration;
 
+use redis::Connection;
+
+use support::commands::*;
+use support::fixtures::*;
 use support::records::{restore, Record, HOUR_MS};
-use support::*;
-use support2::*;
+use support::server::{
+    repl_offset, start_replica, wait_caught_up, wait_link_up, wait_online, wait_replicas,
+    wait_until, Server,
+};
 
 /// Fast full syncs: no diskless delay.
 const PRIMARY: &[&str] = &["--repl-diskless-sync-delay", "0"];

@@ -18,7 +18,7 @@
 //! - at checkpoints (clients paused, the primary's active expiry off) and at the end: nobody is
 //!   parked, the replica's DEBUG DIGEST equals the primary's, `cache_entries` equals the number
 //!   of keys of type cache-ent (SCAN + TYPE) and is the same on the replica;
-//! - at the end, after adding entries in every state (`support2::fill_fixture`): the primary
+//! - at the end, after adding entries in every state (`support::fixtures::fill_fixture`): the primary
 //!   restarted from its AOF (as the run left it, then freshly rewritten) has the same digest and
 //!   entries, issues larger ids, and the replica synced with it has the same digest again; no
 //!   log or stderr (where a Rust panic message goes) mentions a panic or an internal error, and
@@ -26,11 +26,10 @@
 //!
 //! The seed is printed; `SOAK_SEED=<n>` replays its choices (`SOAK_SEED=random` picks one; the
 //! interleaving of the threads is not replayed), `SOAK_MS=<ms>` sets how long the clients run
-//! (default 6000). The servers are started here rather than with `support::Server` so that
+//! (default 6000). The servers are started here rather than with `support::server::Server` so that
 //! their stderr lands in a file the test can read.
 
 mod support;
-mod support2;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
@@ -41,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, ConnectionLike, Value};
 
-use support::{wait_until, Server};
+use support::server::{wait_until, Server};
 
 const DEFAULT_SEED: u64 = 0x50a4_5eed;
 const DEFAULT_RUN_MS: u64 = 6000;
@@ -1627,7 +1626,7 @@ fn soak_primary_and_replica_under_random_load() {
     drain_short_lived(&mut checker.pc);
     // Entries in every state an entry can be in (leases active, lapsed, pending, tags, ids
     // from a clock ahead...), long-lived, for the comparisons and restarts below.
-    support2::fill_fixture(&mut checker.pc, "fixture:");
+    support::fixtures::fill_fixture(&mut checker.pc, "fixture:");
     let (end_digest, entries, nkeys) = checker
         .compare()
         .unwrap_or_else(|e| panic!("soak seed {seed}, at the end: {e}"));

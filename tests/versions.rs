@@ -4,12 +4,13 @@
 //! lease that moves with its entry (`RENAME`, `MOVE`) is not counted as revoked.
 
 mod support;
-mod support2;
 
 use std::time::Duration;
 
-use support::*;
-use support2::{inspect, repl_offset, start_replica, wait_caught_up};
+use redis::Connection;
+
+use support::commands::*;
+use support::server::{repl_offset, start_replica, wait_caught_up, wait_until, Server};
 
 fn version(c: &mut Connection, key: &str) -> u64 {
     inspect(c, key)
