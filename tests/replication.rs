@@ -48,16 +48,16 @@ fn write_mix(c: &mut Connection, p: &str) -> (Fixture, Vec<String>) {
     // An overwrite, a fill over a new grant, a grant then a refused fill.
     set(
         c,
-        &k("plain"),
+        k("plain"),
         b"overwritten",
         &["PX", "7200000", "GRACE", "5"],
     )
     .unwrap();
-    let (_, status, t) = getx(c, &k("mix-fill"), &["LEASE", "3600000"]);
+    let (_, status, t) = getx(c, k("mix-fill"), &["LEASE", "3600000"]);
     assert_eq!(status, "MISS");
     fill(c, &k("mix-fill"), b"filled", t.unwrap()).unwrap();
     f.keys.push(k("mix-fill"));
-    let (_, status, t) = getx(c, &k("mix-leased"), &["LEASE", "3600000"]);
+    let (_, status, t) = getx(c, k("mix-leased"), &["LEASE", "3600000"]);
     assert_eq!(status, "MISS");
     assert_eq!(fill(c, &k("mix-leased"), b"x", t.unwrap() + 1), None);
     f.live.push((k("mix-leased"), t.unwrap()));
@@ -161,7 +161,7 @@ fn reads_do_not_move_the_replication_offset() {
     for i in 0..10 {
         set(
             &mut pc,
-            &format!("k{i}"),
+            format!("k{i}"),
             b"v",
             &["EX", "3600", "DELTA", "1"],
         )
@@ -347,7 +347,7 @@ fn full_sync(primary_args: &[&str], replica_args: &[&str]) {
     for i in 0..200 {
         set(
             &mut pc,
-            &format!("bulk{i}"),
+            format!("bulk{i}"),
             &vec![b'b'; i * 10],
             &["EX", "3600"],
         )

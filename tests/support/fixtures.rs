@@ -89,30 +89,30 @@ pub fn fill_fixture(c: &mut Connection, p: &str) -> Fixture {
     let long = HOUR_MS.to_string();
 
     // A plain value.
-    set(c, &k("plain"), b"hello", &["EX", "3600"]).unwrap();
+    set(c, k("plain"), b"hello", &["EX", "3600"]).unwrap();
     f.keys.push(k("plain"));
     // Binary value under a binary key.
     let bin_key = k("bin\0key\u{ff}");
     set(c, &bin_key, &binary_value(), &["PX", &long, "GRACE", "0"]).unwrap();
     f.keys.push(bin_key);
     // The empty value.
-    set(c, &k("empty"), b"", &["EX", "3600"]).unwrap();
+    set(c, k("empty"), b"", &["EX", "3600"]).unwrap();
     f.keys.push(k("empty"));
     // GRACE and DELTA.
     set(
         c,
-        &k("graced"),
+        k("graced"),
         b"g",
         &["PX", &long, "GRACE", "30000", "DELTA", "250"],
     )
     .unwrap();
     f.keys.push(k("graced"));
     // A large value.
-    set(c, &k("big"), &big_value(), &["EX", "3600"]).unwrap();
+    set(c, k("big"), &big_value(), &["EX", "3600"]).unwrap();
     f.keys.push(k("big"));
 
     // Pending: a lease and no value.
-    let (v, status, token) = getx(c, &k("pending"), &["LEASE", &long]);
+    let (v, status, token) = getx(c, k("pending"), &["LEASE", &long]);
     assert_eq!((v, status.as_str()), (None, "MISS"));
     f.live.push((k("pending"), token.unwrap()));
     f.keys.push(k("pending"));
@@ -120,7 +120,7 @@ pub fn fill_fixture(c: &mut Connection, p: &str) -> Fixture {
     // A fresh value with an outstanding early-refresh lease.
     set(
         c,
-        &k("refresh"),
+        k("refresh"),
         b"r",
         &["EX", "3600", "DELTA", "1000000000"],
     )
@@ -130,9 +130,9 @@ pub fn fill_fixture(c: &mut Connection, p: &str) -> Fixture {
     f.keys.push(k("refresh"));
 
     // A stale value (in grace) with an outstanding lease.
-    set(c, &k("stale"), b"s", &["PX", "1", "GRACE", &long]).unwrap();
+    set(c, k("stale"), b"s", &["PX", "1", "GRACE", &long]).unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    let (v, status, token) = getx(c, &k("stale"), &["LEASE", &long]);
+    let (v, status, token) = getx(c, k("stale"), &["LEASE", &long]);
     assert_eq!((v.as_deref(), status.as_str()), (Some(&b"s"[..]), "STALE"));
     f.live.push((
         k("stale"),
@@ -141,7 +141,7 @@ pub fn fill_fixture(c: &mut Connection, p: &str) -> Fixture {
     f.keys.push(k("stale"));
 
     // Filled through its lease (delta measured, no lease left).
-    let (_, status, token) = getx(c, &k("filled"), &["LEASE", &long]);
+    let (_, status, token) = getx(c, k("filled"), &["LEASE", &long]);
     assert_eq!(status, "MISS");
     let token = token.unwrap();
     fill(c, &k("filled"), b"f", token).expect("fill with the current lease");
@@ -149,20 +149,14 @@ pub fn fill_fixture(c: &mut Connection, p: &str) -> Fixture {
     f.keys.push(k("filled"));
 
     // Lease revoked by an authoritative write.
-    let (_, status, token) = getx(c, &k("revoked"), &["LEASE", &long]);
+    let (_, status, token) = getx(c, k("revoked"), &["LEASE", &long]);
     assert_eq!(status, "MISS");
-    set(c, &k("revoked"), b"authoritative", &["EX", "3600"]).unwrap();
+    set(c, k("revoked"), b"authoritative", &["EX", "3600"]).unwrap();
     f.dead.push((k("revoked"), token.unwrap()));
     f.keys.push(k("revoked"));
 
     // A value whose lease lapsed: still recorded in the entry, no longer active.
-    set(
-        c,
-        &k("lapsed"),
-        b"l",
-        &["EX", "3600", "DELTA", "1000000000"],
-    )
-    .unwrap();
+    set(c, k("lapsed"), b"l", &["EX", "3600", "DELTA", "1000000000"]).unwrap();
     let t = refresh_grant(c, &k("lapsed"), 1);
     std::thread::sleep(Duration::from_millis(10));
     f.dead.push((k("lapsed"), t));
