@@ -127,14 +127,6 @@ fn count_cmd(aof: &[u8], name: &str) -> usize {
     count(&lower, needle.as_bytes())
 }
 
-fn wait_rewrite_idle(c: &mut Connection) {
-    let idle = wait_until(Duration::from_secs(30), || {
-        info_int(c, "persistence", "aof_rewrite_in_progress") == 0
-            && info_int(c, "persistence", "aof_rewrite_scheduled") == 0
-    });
-    assert!(idle, "AOF rewrite did not finish");
-}
-
 fn bgrewriteaof(c: &mut Connection) {
     let before = info_int(c, "persistence", "aof_rewrites");
     let _: String = redis::cmd("BGREWRITEAOF").query(c).unwrap();
@@ -173,7 +165,7 @@ fn modify_after_rewrite(c: &mut Connection, f: &mut Fixture, p: &str) {
 fn aof_round_trip(args: &[&str], preamble: bool, rewrite: bool, kill: bool) {
     let mut s = Server::start_with(args);
     let mut c = s.conn();
-    wait_rewrite_idle(&mut c);
+    wait_rewrite_idle(&mut c, Duration::from_secs(30));
     let mut f = fill_fixture(&mut c, "a:");
     if rewrite {
         bgrewriteaof(&mut c);
@@ -249,7 +241,7 @@ fn every_write_reaches_the_aof_once() {
     args.extend(["--appendfsync", "always"]);
     let s = Server::start_with(&args);
     let mut c = s.conn();
-    wait_rewrite_idle(&mut c);
+    wait_rewrite_idle(&mut c, Duration::from_secs(30));
     let dir = aof_dir(&s);
     let incr = || aof_bytes(&dir, ".incr.aof");
     assert_eq!(count_cmd(&incr(), "CACHE.APPLY"), 0);
@@ -747,7 +739,7 @@ fn flushall_drops_every_entry() {
 fn user_ttl_changes_survive(args: &[&str], rewrite: bool, save: bool) {
     let mut s = Server::start_with(args);
     let mut c = s.conn();
-    wait_rewrite_idle(&mut c);
+    wait_rewrite_idle(&mut c, Duration::from_secs(30));
     set(&mut c, "persisted", b"p", &["EX", "3600"]).unwrap();
     let n: i64 = redis::cmd("PERSIST")
         .arg("persisted")

@@ -301,6 +301,15 @@ pub fn wait_parked(c: &mut Connection, n: i64, timeout: Duration, what: &str) {
     assert!(ok, "{what}: lockget_parked stayed {last}, expected {n}");
 }
 
+/// Waits (at most `timeout`) until no AOF rewrite is in progress or scheduled.
+pub fn wait_rewrite_idle(c: &mut Connection, timeout: Duration) {
+    let idle = wait_until(timeout, || {
+        info_int(c, "persistence", "aof_rewrite_in_progress") == 0
+            && info_int(c, "persistence", "aof_rewrite_scheduled") == 0
+    });
+    assert!(idle, "AOF rewrite did not finish");
+}
+
 /// `cache_last_id`: the largest id the server has issued or seen.
 pub fn last_id(c: &mut Connection) -> u64 {
     info_int(c, "cache", "cache_last_id") as u64
