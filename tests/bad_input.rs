@@ -3,12 +3,13 @@
 //! reach the module's loader), and binary, empty and maximum-size values and keys.
 
 mod support;
+use support::commands::*;
 use support::records::*;
-use support::*;
+use support::server::{wait_until, Server};
 
 use std::time::Duration;
 
-use redis::Value;
+use redis::{Connection, Value};
 
 // ---------------------------------------------------------------------------------------------
 // Calling with raw (binary) arguments
@@ -1454,7 +1455,7 @@ fn restore_of_spoiled_entry_headers_is_refused() {
         let dump = Dump::parse(&payload);
         // The tests' crafted payloads are what DUMP gives (the RDB version aside), with the
         // fresh version the entry got where RESTORE put it.
-        let fresh = inspect_int(&mut c, "src", "version").expect("a version");
+        let fresh = version_of(&mut c, "src").expect("a version");
         assert!(fresh > record.version, "RESTORE gave no fresh version");
         record.version = fresh;
         let crafted = dump_payload(&record.encode(), value);
@@ -1723,38 +1724,6 @@ fn an_out_of_range_version_does_not_stall_ids() {
 // Part 3: binary, empty and huge values; binary keys
 // ---------------------------------------------------------------------------------------------
 
-fn cache_get(c: &mut Connection, key: &[u8]) -> Option<Vec<u8>> {
-    redis::cmd("CACHE.GET").arg(key).query(c).unwrap()
-}
-
-fn cache_getx(c: &mut Connection, key: &[u8]) -> Triple {
-    redis::cmd("CACHE.GETX").arg(key).query(c).unwrap()
-}
-
-fn cache_set(c: &mut Connection, key: &[u8], value: &[u8]) -> u64 {
-    let v: Option<u64> = redis::cmd("CACHE.SET")
-        .arg(key)
-        .arg(value)
-        .arg("EX")
-        .arg(3600)
-        .query(c)
-        .unwrap();
-    v.expect("stored")
-}
-
-/// INSPECT's `value-length` field.
-fn value_length(c: &mut Connection, key: &[u8]) -> i64 {
-    let fields: Vec<Value> = redis::cmd("CACHE.INSPECT").arg(key).query(c).unwrap();
-    let i = fields
-        .iter()
-        .position(|f| matches!(f, Value::SimpleString(s) if s == "value-length"))
-        .expect("value-length field");
-    match &fields[i + 1] {
-        Value::Int(n) => *n,
-        other => panic!("value-length {other:?}"),
-    }
-}
-
 #[test]
 fn every_byte_value_round_trips() {
     let s = Server::start();
@@ -1774,18 +1743,21 @@ fn every_byte_value_round_trips() {
     values.extend((0..=255u8).map(|b| vec![b]));
     for (i, value) in values.iter().enumerate() {
         let key = format!("v{i}");
-        cache_set(&mut c, key.as_bytes(), value);
+        set(&mut c, key.as_bytes(), value, &["EX", "3600"]).expect("stored");
         assert_eq!(
             cache_get(&mut c, key.as_bytes()).as_ref(),
             Some(value),
             "CACHE.GET of value {i}"
         );
         assert_eq!(
-            cache_getx(&mut c, key.as_bytes()),
+            getx(&mut c, key.as_bytes(), &[]),
             (Some(value.clone()), "HIT".into(), None),
             "CACHE.GETX of value {i}"
         );
-        assert_eq!(value_length(&mut c, key.as_bytes()), value.len() as i64);
+        assert_eq!(
+            inspect_int(&mut c, key.as_bytes(), "value-length"),
+            Some(value.len() as i64)
+        );
     }
 }
 
@@ -1793,19 +1765,19 @@ fn every_byte_value_round_trips() {
 fn empty_value_round_trips_and_is_not_nil() {
     let s = Server::start();
     let mut c = s.conn();
-    cache_set(&mut c, b"e", b"");
+    set(&mut c, b"e", b"", &["EX", "3600"]).expect("stored");
     assert_eq!(cache_get(&mut c, b"e"), Some(vec![]));
-    assert_eq!(cache_getx(&mut c, b"e"), (Some(vec![]), "HIT".into(), None));
-    assert_eq!(value_length(&mut c, b"e"), 0);
+    assert_eq!(getx(&mut c, b"e", &[]), (Some(vec![]), "HIT".into(), None));
+    assert_eq!(inspect_int(&mut c, b"e", "value-length"), Some(0));
     // Over a value, and filling a lease with it.
-    cache_set(&mut c, b"f", b"something");
-    cache_set(&mut c, b"f", b"");
+    set(&mut c, b"f", b"something", &["EX", "3600"]).expect("stored");
+    set(&mut c, b"f", b"", &["EX", "3600"]).expect("stored");
     assert_eq!(cache_get(&mut c, b"f"), Some(vec![]));
     let (_, status, token) = getx(&mut c, "g", &[]);
     assert_eq!(status, "MISS");
     let t = token.unwrap().to_string();
     assert!(set(&mut c, "g", b"", &["EX", "60", "TOKEN", &t]).is_some());
-    assert_eq!(cache_getx(&mut c, b"g"), (Some(vec![]), "HIT".into(), None));
+    assert_eq!(getx(&mut c, b"g", &[]), (Some(vec![]), "HIT".into(), None));
 }
 
 #[test]
@@ -1824,7 +1796,7 @@ fn binary_keys_work() {
     ];
     for (i, key) in keys.iter().enumerate() {
         let value = format!("value of key {i}").into_bytes();
-        cache_set(&mut c, key, &value);
+        set(&mut c, key, &value, &["EX", "3600"]).expect("stored");
         let t: String = redis::cmd("TYPE").arg(&key[..]).query(&mut c).unwrap();
         assert_eq!(t, "cache-ent", "key {i}");
     }
@@ -1837,15 +1809,19 @@ fn binary_keys_work() {
         let value = format!("value of key {i}").into_bytes();
         assert_eq!(cache_get(&mut c, key), Some(value.clone()), "key {i}");
         assert_eq!(
-            cache_getx(&mut c, key),
+            getx(&mut c, key, &[]),
             (Some(value.clone()), "HIT".into(), None),
             "key {i}"
         );
-        assert_eq!(value_length(&mut c, key), value.len() as i64, "key {i}");
+        assert_eq!(
+            inspect_int(&mut c, key, "value-length"),
+            Some(value.len() as i64),
+            "key {i}"
+        );
     }
     // A lease and its fill on a binary key.
     let key = b"lease\0key";
-    let (_, status, token) = cache_getx(&mut c, key);
+    let (_, status, token) = getx(&mut c, key, &[]);
     assert_eq!(status, "MISS");
     let filled: Option<u64> = redis::cmd("CACHE.SET")
         .arg(&key[..])
@@ -1871,14 +1847,6 @@ fn binary_keys_work() {
     }
 }
 
-fn used_memory(c: &mut Connection) -> i64 {
-    let text: String = redis::cmd("INFO").arg("memory").query(c).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("used_memory")
-}
-
 #[test]
 fn value_of_512_mb_round_trips() {
     const N: usize = 512 * 1024 * 1024; // proto-max-bulk-len
@@ -1897,7 +1865,7 @@ fn value_of_512_mb_round_trips() {
         .query(&mut c)
         .unwrap();
     assert!(version.is_some(), "512 MB value not stored");
-    assert_eq!(value_length(&mut c, b"big"), N as i64);
+    assert_eq!(inspect_int(&mut c, b"big", "value-length"), Some(N as i64));
     {
         let got: Option<Vec<u8>> = redis::cmd("CACHE.GET").arg("big").query(&mut c).unwrap();
         let got = got.expect("value");

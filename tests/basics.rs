@@ -2,7 +2,8 @@
 //! the one `$CACHE_SERVER` names).
 
 mod support;
-use support::*;
+use support::commands::*;
+use support::server::{binary_version, server_binary, server_kind, wait_until, Flavor, Server};
 
 /// The tests run against the binary `$CACHE_SERVER` names, and `server_kind` (what tests that
 /// depend on the server ask) reads that server right.

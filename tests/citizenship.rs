@@ -4,7 +4,8 @@
 
 mod support;
 use redis::{Connection, Value};
-use support::*;
+use support::commands::*;
+use support::server::{server_kind, Server};
 
 /// Every command with an example call: (name, argv after the name, key spec flags, arity).
 const COMMANDS: &[(&str, &[&str], &[&str], i64)] = &[

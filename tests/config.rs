@@ -2,31 +2,9 @@
 //! and the defaults they set for commands.
 
 mod support;
-use support::*;
-
-fn config_get(c: &mut Connection, name: &str) -> String {
-    let (_, v): (String, String) = redis::cmd("CONFIG").arg("GET").arg(name).query(c).unwrap();
-    v
-}
-
-fn config_set(c: &mut Connection, name: &str, value: &str) -> redis::RedisResult<()> {
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query(c)
-}
-
-fn inspect_int(c: &mut Connection, key: &str, field: &str) -> Option<i64> {
-    let fields: Vec<redis::Value> = redis::cmd("CACHE.INSPECT").arg(key).query(c).unwrap();
-    let pos = fields
-        .iter()
-        .position(|f| matches!(f, redis::Value::SimpleString(s) if s == field))?;
-    match &fields[pos + 1] {
-        redis::Value::Int(n) => Some(*n),
-        _ => None,
-    }
-}
+use redis::Connection;
+use support::commands::*;
+use support::server::Server;
 
 #[test]
 fn defaults() {
@@ -109,14 +87,6 @@ fn configs_are_the_defaults_of_commands() {
     config_set(&mut c, "cache.beta", "1000000").unwrap();
     let (_, status, token) = getx(&mut c, "hot", &[]);
     assert_eq!((status.as_str(), token.is_some()), ("REFRESH", true));
-}
-
-fn used_memory(c: &mut Connection) -> i64 {
-    let info: String = redis::cmd("INFO").arg("memory").query(c).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("used_memory in INFO")
 }
 
 /// Redis keeps no string a module's config getter returns: one made per CONFIG GET was a

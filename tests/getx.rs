@@ -3,14 +3,15 @@
 //! included), no writes on plain hits, and the INFO counters.
 
 mod support;
+use support::commands::*;
 use support::records;
-use support::*;
+use support::server::{repl_offset, wait_until, Server};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use redis::Value;
+use redis::Connection;
 
 /// A BETA so large that a fresh entry with a non-zero DELTA is elected with probability
 /// `1 - gap / (delta * beta)`, i.e. certainly for the gaps used here.
@@ -23,103 +24,11 @@ const PATIENCE: Duration = Duration::from_secs(20);
 // Helpers local to this file.
 // ---------------------------------------------------------------------------------------------
 
-/// `CACHE.INSPECT key` as a field -> value map, or None when the key does not exist.
-fn inspect(c: &mut Connection, key: &str) -> Option<HashMap<String, Value>> {
-    let v: Value = redis::cmd("CACHE.INSPECT").arg(key).query(c).unwrap();
-    let items = match v {
-        Value::Nil => return None,
-        Value::Array(items) => items,
-        other => panic!("CACHE.INSPECT replied {other:?}"),
-    };
-    assert!(items.len() % 2 == 0, "odd field/value list: {items:?}");
-    let mut map = HashMap::new();
-    for pair in items.chunks(2) {
-        let name = match &pair[0] {
-            Value::SimpleString(s) => s.clone(),
-            Value::BulkString(b) => String::from_utf8(b.clone()).unwrap(),
-            other => panic!("field name {other:?}"),
-        };
-        map.insert(name, pair[1].clone());
-    }
-    Some(map)
-}
-
-/// An integer field of `CACHE.INSPECT`; None when the key is missing or the field is nil.
-fn inspect_int(c: &mut Connection, key: &str, field: &str) -> Option<i64> {
-    let map = inspect(c, key)?;
-    match map.get(field) {
-        Some(Value::Int(n)) => Some(*n),
-        Some(Value::Nil) => None,
-        other => panic!("INSPECT {key} {field}: {other:?}"),
-    }
-}
-
-fn version_of(c: &mut Connection, key: &str) -> Option<u64> {
-    inspect_int(c, key, "version").map(|v| v as u64)
-}
-
-fn lease_token_of(c: &mut Connection, key: &str) -> Option<u64> {
-    inspect_int(c, key, "lease-token").map(|v| v as u64)
-}
-
-fn cache_get(c: &mut Connection, key: &str) -> Option<Vec<u8>> {
-    redis::cmd("CACHE.GET").arg(key).query(c).unwrap()
-}
-
-fn exists(c: &mut Connection, key: &str) -> bool {
-    redis::cmd("EXISTS").arg(key).query::<i64>(c).unwrap() == 1
-}
-
-/// A TOKEN fill: `CACHE.SET key value EX 3600 TOKEN token [extra...]`.
-fn fill(c: &mut Connection, key: &str, value: &[u8], token: u64, extra: &[&str]) -> Option<u64> {
-    let t = token.to_string();
-    let mut opts = vec!["EX", "3600", "TOKEN", t.as_str()];
-    opts.extend_from_slice(extra);
-    set(c, key, value, &opts)
-}
-
-fn counter(c: &mut Connection, name: &str) -> i64 {
-    *info_cache(c)
-        .get(name)
-        .unwrap_or_else(|| panic!("INFO cache has no {name}"))
-}
-
-fn config_i64(c: &mut Connection, name: &str) -> i64 {
-    let (_, v): (String, String) = redis::cmd("CONFIG").arg("GET").arg(name).query(c).unwrap();
-    v.parse().unwrap()
-}
-
-/// `INFO <section>` as field -> raw string value.
-fn info_section(c: &mut Connection, section: &str) -> HashMap<String, String> {
-    let text: String = redis::cmd("INFO").arg(section).query(c).unwrap();
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
-
-fn repl_offset(c: &mut Connection) -> i64 {
-    info_section(c, "replication")["master_repl_offset"]
-        .parse()
-        .unwrap()
-}
-
 /// Waits (with a deadline) until the entry at `key` is past its fresh time, without reading
 /// it through GETX (which could elect an early refresh).
 fn wait_until_stale(c: &mut Connection, key: &str) {
     let fresh_until = inspect_int(c, key, "fresh-until-ms").expect("entry exists");
-    assert!(
-        wait_until(PATIENCE, || server_ms(c) > fresh_until),
-        "server clock never passed fresh-until {fresh_until}"
-    );
-}
-
-/// Waits (with a deadline) until the server clock is past `at_ms`.
-fn wait_past(c: &mut Connection, at_ms: i64) {
-    assert!(
-        wait_until(PATIENCE, || server_ms(c) > at_ms),
-        "server clock never passed {at_ms}"
-    );
+    wait_past(c, fresh_until, PATIENCE);
 }
 
 /// Asserts that a TOKEN fill with `token` is refused: nil reply, the key's value and version
@@ -130,7 +39,7 @@ fn assert_fill_refused(c: &mut Connection, key: &str, token: u64) {
     let existed = exists(c, key);
     let refused_before = counter(c, "fills_refused");
     assert_eq!(
-        fill(c, key, b"late fill", token, &[]),
+        fill(c, key, b"late fill", token),
         None,
         "fill of {key} with token {token} must be refused"
     );
@@ -309,7 +218,7 @@ fn after_stale_lease_expiry_the_next_caller_gets_a_new_token() {
     assert_eq!(status, "STALE");
     let t1 = t1.unwrap();
     let expires = inspect_int(&mut c, "k", "lease-expires-ms").unwrap();
-    wait_past(&mut c, expires);
+    wait_past(&mut c, expires, PATIENCE);
     let (v, status, t2) = getx(&mut c, "k", &[]);
     assert_eq!(
         (v.as_deref(), status.as_str()),
@@ -399,7 +308,7 @@ fn huge_beta_elects_a_refresh_on_a_fresh_entry() {
         (Some(b"v".to_vec()), "HIT".into(), None)
     );
     // The refresh fill lands and is served.
-    let version = fill(&mut c, "k", b"v2", token, &[]).expect("refresh fill stored");
+    let version = fill(&mut c, "k", b"v2", token).expect("refresh fill stored");
     assert_eq!(version_of(&mut c, "k"), Some(version));
     assert_eq!(getx(&mut c, "k", &[]).0, Some(b"v2".to_vec()));
 }
@@ -415,7 +324,7 @@ fn fill_refused_after_the_lease_expired() {
     let (_, _, token) = getx(&mut c, "k", &["LEASE", "100"]);
     let token = token.unwrap();
     let expires = inspect_int(&mut c, "k", "lease-expires-ms").unwrap();
-    wait_past(&mut c, expires);
+    wait_past(&mut c, expires, PATIENCE);
     assert_fill_refused(&mut c, "k", token);
     assert!(!exists(&mut c, "k"));
 }
@@ -429,7 +338,7 @@ fn fill_refused_after_the_lease_on_a_stale_value_expired() {
     let (_, status, token) = getx(&mut c, "k", &["LEASE", "100"]);
     assert_eq!(status, "STALE");
     let expires = inspect_int(&mut c, "k", "lease-expires-ms").unwrap();
-    wait_past(&mut c, expires);
+    wait_past(&mut c, expires, PATIENCE);
     assert_fill_refused(&mut c, "k", token.unwrap());
     assert_eq!(cache_get(&mut c, "k"), Some(b"old".to_vec()));
     assert_eq!(version_of(&mut c, "k"), Some(v1));
@@ -512,7 +421,7 @@ fn fill_refused_with_the_old_token_after_a_newer_lease() {
     let (_, _, t1) = getx(&mut c, "k", &["LEASE", "100"]);
     let t1 = t1.unwrap();
     let expires = inspect_int(&mut c, "k", "lease-expires-ms").unwrap();
-    wait_past(&mut c, expires);
+    wait_past(&mut c, expires, PATIENCE);
     let (_, status, t2) = getx(&mut c, "k", &["LEASE", "600000"]);
     assert_eq!(status, "MISS");
     let t2 = t2.unwrap();
@@ -523,7 +432,7 @@ fn fill_refused_with_the_old_token_after_a_newer_lease() {
         Some(t2),
         "the new lease survives"
     );
-    let v = fill(&mut c, "k", b"fresh", t2, &[]).expect("current token fills");
+    let v = fill(&mut c, "k", b"fresh", t2).expect("current token fills");
     assert_eq!(cache_get(&mut c, "k"), Some(b"fresh".to_vec()));
     assert_eq!(version_of(&mut c, "k"), Some(v));
 }
@@ -536,7 +445,7 @@ fn fill_with_the_current_token_is_stored_and_answers_a_version() {
     let (_, _, token) = getx(&mut c, "k", &[]);
     let token = token.unwrap();
     let filled = counter(&mut c, "leases_filled");
-    let v1 = fill(&mut c, "k", b"one", token, &[]).expect("stored");
+    let v1 = fill(&mut c, "k", b"one", token).expect("stored");
     assert_eq!(version_of(&mut c, "k"), Some(v1));
     assert_eq!(lease_token_of(&mut c, "k"), None, "the lease is fulfilled");
     assert_eq!(counter(&mut c, "leases_filled"), filled + 1);
@@ -551,7 +460,7 @@ fn fill_with_the_current_token_is_stored_and_answers_a_version() {
     set(&mut c, "s", b"old", &["PX", "50", "GRACE", "600000"]).unwrap();
     wait_until_stale(&mut c, "s");
     let (_, _, token) = getx(&mut c, "s", &[]);
-    let v2 = fill(&mut c, "s", b"new", token.unwrap(), &[]).expect("stored");
+    let v2 = fill(&mut c, "s", b"new", token.unwrap()).expect("stored");
     assert!(v2 > v1);
     assert_eq!(
         getx(&mut c, "s", &[]),
@@ -571,7 +480,7 @@ fn delta_is_measured_from_lease_grant_to_fill() {
     let (_, _, token) = getx(&mut c, "k", &[]);
     let granted = inspect_int(&mut c, "k", "lease-granted-ms").unwrap();
     std::thread::sleep(Duration::from_millis(150));
-    fill(&mut c, "k", b"v", token.unwrap(), &[]).expect("stored");
+    fill(&mut c, "k", b"v", token.unwrap()).expect("stored");
     let upper = server_ms(&mut c) - granted;
     let delta = inspect_int(&mut c, "k", "delta-ms").unwrap();
     assert!(
@@ -585,7 +494,7 @@ fn delta_is_measured_from_lease_grant_to_fill() {
     assert_eq!(status, "REFRESH");
     let granted = inspect_int(&mut c, "r", "lease-granted-ms").unwrap();
     std::thread::sleep(Duration::from_millis(150));
-    fill(&mut c, "r", b"v2", token.unwrap(), &[]).expect("stored");
+    fill(&mut c, "r", b"v2", token.unwrap()).expect("stored");
     let upper = server_ms(&mut c) - granted;
     let delta = inspect_int(&mut c, "r", "delta-ms").unwrap();
     assert!(
@@ -600,7 +509,14 @@ fn delta_given_explicitly_is_stored() {
     let mut c = s.conn();
     let (_, _, token) = getx(&mut c, "k", &[]);
     std::thread::sleep(Duration::from_millis(20));
-    fill(&mut c, "k", b"v", token.unwrap(), &["DELTA", "1234"]).unwrap();
+    let t = token.unwrap().to_string();
+    set(
+        &mut c,
+        "k",
+        b"v",
+        &["EX", "3600", "TOKEN", &t, "DELTA", "1234"],
+    )
+    .unwrap();
     assert_eq!(inspect_int(&mut c, "k", "delta-ms"), Some(1234));
     set(&mut c, "k", b"v", &["EX", "3600", "DELTA", "777"]).unwrap();
     assert_eq!(inspect_int(&mut c, "k", "delta-ms"), Some(777));
@@ -628,7 +544,7 @@ fn authoritative_set_without_delta_keeps_the_previous_delta() {
     // A measured delta is kept too, and revoking a lease does not measure anything.
     let (_, _, token) = getx(&mut c, "m", &[]);
     std::thread::sleep(Duration::from_millis(60));
-    fill(&mut c, "m", b"v", token.unwrap(), &[]).unwrap();
+    fill(&mut c, "m", b"v", token.unwrap()).unwrap();
     let measured = inspect_int(&mut c, "m", "delta-ms").unwrap();
     assert!(measured >= 60);
     set(&mut c, "m", b"v2", &["EX", "3600", "DELTA", "1000"]).unwrap();
@@ -659,7 +575,7 @@ fn versions_strictly_increase_across_overwrites_and_deletes() {
     let _: i64 = redis::cmd("UNLINK").arg("k").query(&mut c).unwrap();
     // Recreated through a fill.
     let (_, _, token) = getx(&mut c, "k", &[]);
-    versions.push(fill(&mut c, "k", b"c", token.unwrap(), &[]).unwrap());
+    versions.push(fill(&mut c, "k", b"c", token.unwrap()).unwrap());
     // Recreated after the key expired on its own.
     versions.push(set(&mut c, "k", b"d", &["PX", "1", "GRACE", "0"]).unwrap());
     assert!(
@@ -686,7 +602,7 @@ fn tokens_are_never_reused_across_delete_and_recreate() {
         tokens.entry(key).or_default().push(token);
         match i % 5 {
             0 => {
-                let v = fill(&mut c, key, b"v", token, &[]).unwrap();
+                let v = fill(&mut c, key, b"v", token).unwrap();
                 versions.entry(key).or_default().push(v);
                 let _: i64 = redis::cmd("CACHE.DEL").arg(key).query(&mut c).unwrap();
             }
@@ -725,7 +641,7 @@ fn ids_after_a_restart_with_rdb_are_larger() {
     let mut c = s.conn();
     let mut before = Vec::new();
     for i in 0..200 {
-        before.push(set(&mut c, &format!("k{i}"), b"v", &["EX", "3600"]).unwrap());
+        before.push(set(&mut c, format!("k{i}"), b"v", &["EX", "3600"]).unwrap());
     }
     let (_, _, t) = getx(&mut c, "pending", &["LEASE", "600000"]);
     before.push(t.unwrap());
@@ -757,8 +673,8 @@ fn ids_after_a_restart_without_persistence_are_larger() {
     let mut c = s.conn();
     let mut before = Vec::new();
     for i in 0..200 {
-        before.push(set(&mut c, &format!("k{i}"), b"v", &["EX", "3600"]).unwrap());
-        let (_, _, t) = getx(&mut c, &format!("p{i}"), &[]);
+        before.push(set(&mut c, format!("k{i}"), b"v", &["EX", "3600"]).unwrap());
+        let (_, _, t) = getx(&mut c, format!("p{i}"), &[]);
         before.push(t.unwrap());
     }
     let max_before = *before.iter().max().unwrap();
@@ -845,9 +761,7 @@ fn primary_and_replica() -> (Server, Server) {
     let mut r = replica.conn();
     assert!(
         wait_until(PATIENCE, || {
-            info_section(&mut r, "replication")
-                .get("master_link_status")
-                .is_some_and(|s| s == "up")
+            info_field(&mut r, "replication", "master_link_status").as_deref() == Some("up")
         }),
         "replica never linked:\n{}",
         replica.log()
@@ -861,8 +775,7 @@ fn wait_replica_caught_up(primary: &Server, replica: &Server) {
     let target = repl_offset(&mut p);
     assert!(
         wait_until(PATIENCE, || {
-            info_section(&mut r, "replication")
-                .get("slave_repl_offset")
+            info_field(&mut r, "replication", "slave_repl_offset")
                 .and_then(|v| v.parse::<i64>().ok())
                 .is_some_and(|o| o >= target)
         }),
@@ -975,11 +888,11 @@ fn info_counters_follow_a_scripted_sequence() {
     check(&mut c, "MISS", &[("misses", 1), ("leases_granted", 1)]);
     assert_eq!(getx(&mut c, "a", &[]).1, "LOCKED");
     check(&mut c, "LOCKED", &[]);
-    fill(&mut c, "a", b"v", ta.unwrap(), &[]).unwrap();
+    fill(&mut c, "a", b"v", ta.unwrap()).unwrap();
     check(&mut c, "fill", &[("leases_filled", 1)]);
     assert_eq!(getx(&mut c, "a", &[]).1, "HIT");
     check(&mut c, "HIT", &[("hits", 1)]);
-    assert_eq!(fill(&mut c, "a", b"v", ta.unwrap(), &[]), None);
+    assert_eq!(fill(&mut c, "a", b"v", ta.unwrap()), None);
     check(&mut c, "used-up token", &[("fills_refused", 1)]);
 
     set(&mut c, "b", b"v", &["EX", "3600", "DELTA", "1000"]).unwrap();
@@ -1010,14 +923,14 @@ fn info_counters_follow_a_scripted_sequence() {
     );
     assert_eq!(getx(&mut c, "c", &[]).2, None);
     check(&mut c, "STALE", &[("stale_hits", 1)]);
-    fill(&mut c, "c", b"new", tc.unwrap(), &[]).unwrap();
+    fill(&mut c, "c", b"new", tc.unwrap()).unwrap();
     check(&mut c, "stale fill", &[("leases_filled", 1)]);
 
     let (_, _, td) = getx(&mut c, "d", &[]);
     check(&mut c, "MISS d", &[("misses", 1), ("leases_granted", 1)]);
     let _: i64 = redis::cmd("CACHE.DEL").arg("d").query(&mut c).unwrap();
     check(&mut c, "CACHE.DEL under lease", &[("leases_revoked", 1)]);
-    assert_eq!(fill(&mut c, "d", b"v", td.unwrap(), &[]), None);
+    assert_eq!(fill(&mut c, "d", b"v", td.unwrap()), None);
     check(&mut c, "fill after CACHE.DEL", &[("fills_refused", 1)]);
     let _: i64 = redis::cmd("CACHE.DEL").arg("a").query(&mut c).unwrap();
     check(&mut c, "CACHE.DEL without lease", &[]);
@@ -1036,14 +949,14 @@ fn info_counts_expired_leases() {
     wait_until_stale(&mut c, "s");
     getx(&mut c, "s", &["LEASE", "100"]);
     let expires = inspect_int(&mut c, "s", "lease-expires-ms").unwrap();
-    wait_past(&mut c, expires);
+    wait_past(&mut c, expires, PATIENCE);
     assert!(getx(&mut c, "s", &[]).2.is_some());
     assert_eq!(counter(&mut c, "leases_expired"), 1, "stale entry's lease");
 
     // On a pending entry (first fill never came): the next caller gets MISS with a new lease.
     getx(&mut c, "p", &["LEASE", "100"]);
     let expires = inspect_int(&mut c, "p", "lease-expires-ms").unwrap();
-    wait_past(&mut c, expires);
+    wait_past(&mut c, expires, PATIENCE);
     let (_, status, _) = getx(&mut c, "p", &[]);
     assert_eq!(status, "MISS");
     assert_eq!(

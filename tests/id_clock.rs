@@ -4,8 +4,9 @@
 //! load, and such a server still saves, reloads and restarts from its own RDB.
 
 mod support;
+use support::commands::*;
 use support::records::{aof_load_errors, restore, write_aof, Record, HAS_LEASE, HOUR_MS};
-use support::*;
+use support::server::Server;
 
 use redis::Value;
 
@@ -13,14 +14,6 @@ const ID_LIMIT: u64 = 1 << 53;
 const DAY_MS: i64 = 24 * HOUR_MS;
 const EXHAUSTED: &str =
     "ERR the id clock has reached its limit (2^53): no version or token can be issued";
-
-fn last_id(c: &mut Connection) -> u64 {
-    info_cache(c)["last_id"] as u64
-}
-
-fn version_of(c: &mut Connection, key: &str) -> Option<u64> {
-    inspect_int(c, key, "version")
-}
 
 fn error_of<T: std::fmt::Debug>(r: redis::RedisResult<T>) -> String {
     match r {

@@ -9,7 +9,6 @@
 //! for the CPU while they measure; the others share it.
 
 mod support;
-mod support2;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -18,10 +17,10 @@ use std::sync::{Arc, Barrier, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redis::Value;
+use redis::{Connection, Value};
 
-use support::*;
-use support2::{inspect, Inspect};
+use support::commands::*;
+use support::server::{start_replica, wait_until, Server};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -40,62 +39,6 @@ fn exclusive() -> RwLockWriteGuard<'static, ()> {
 }
 
 const LONG: Duration = Duration::from_secs(10);
-
-fn lockget(c: &mut Connection, key: &str, opts: &[&str]) -> Triple {
-    redis::cmd("CACHE.LOCKGET")
-        .arg(key)
-        .arg(opts)
-        .query(c)
-        .unwrap_or_else(|e| panic!("CACHE.LOCKGET {key} {opts:?}: {e}"))
-}
-
-fn release(c: &mut Connection, key: &str, token: u64) -> i64 {
-    redis::cmd("CACHE.RELEASE")
-        .arg(key)
-        .arg(token)
-        .query(c)
-        .unwrap()
-}
-
-/// `CACHE.SET key value PX 60000 TOKEN t`: the version, or None when refused.
-fn fill(c: &mut Connection, key: &str, value: &[u8], token: u64) -> Option<u64> {
-    let t = token.to_string();
-    set(c, key, value, &["PX", "60000", "TOKEN", &t])
-}
-
-fn parked(c: &mut Connection) -> i64 {
-    info_cache(c)["lockget_parked"]
-}
-
-fn counter(c: &mut Connection, name: &str) -> i64 {
-    *info_cache(c)
-        .get(name)
-        .unwrap_or_else(|| panic!("INFO cache has no {name}"))
-}
-
-fn wait_parked(c: &mut Connection, n: i64, what: &str) {
-    let mut last = -1;
-    let ok = wait_until(LONG, || {
-        last = parked(c);
-        last == n
-    });
-    assert!(ok, "{what}: lockget_parked stayed {last}, expected {n}");
-}
-
-fn lease_token(c: &mut Connection, key: &str) -> Option<u64> {
-    inspect(c, key)
-        .and_then(|i| i.int("lease-token"))
-        .map(|t| t as u64)
-}
-
-fn used_memory(c: &mut Connection) -> i64 {
-    support2::info_int(c, "memory", "used_memory")
-}
-
-fn config_i64(c: &mut Connection, name: &str) -> i64 {
-    let (_, v): (String, String) = redis::cmd("CONFIG").arg("GET").arg(name).query(c).unwrap();
-    v.parse().unwrap()
-}
 
 /// What one waiter thread reports: its index, its reply, and when it received the reply.
 type Report = (usize, Triple, Instant);
@@ -141,7 +84,12 @@ fn park_in_order(
     let mut handles = Vec::new();
     for i in 0..n {
         handles.push(spawn_lockget(&s.url(), key, opts, i, tx.clone()));
-        wait_parked(c, already + i as i64 + 1, &format!("parking caller {i}"));
+        wait_parked(
+            c,
+            already + i as i64 + 1,
+            LONG,
+            &format!("parking caller {i}"),
+        );
     }
     (rx, handles)
 }
@@ -170,14 +118,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Waits until the server's clock is past `at_ms`.
-fn wait_past(c: &mut Connection, at_ms: i64) {
-    assert!(
-        wait_until(LONG, || server_ms(c) > at_ms),
-        "server time never passed {at_ms}"
-    );
-}
-
 // ---------------------------------------------------------------------------------------------
 // Statuses without waiting
 // ---------------------------------------------------------------------------------------------
@@ -198,7 +138,7 @@ fn hit_on_a_fresh_value() {
         (Some(b"v\0al".to_vec()), "HIT".into(), None)
     );
     assert_eq!(counter(&mut c, "leases_granted"), before);
-    assert_eq!(lease_token(&mut c, "k"), None);
+    assert_eq!(lease_token_of(&mut c, "k"), None);
 }
 
 #[test]
@@ -210,7 +150,7 @@ fn miss_grants_the_lease_then_locked_without_wait() {
     assert_eq!((v, status.as_str()), (None, "MISS"));
     let token = token.expect("MISS carries a token");
     assert!(token > 0);
-    assert_eq!(lease_token(&mut c, "k"), Some(token));
+    assert_eq!(lease_token_of(&mut c, "k"), Some(token));
     assert_eq!(counter(&mut c, "leases_granted"), 1);
 
     let d = digest(&mut c);
@@ -225,7 +165,7 @@ fn miss_grants_the_lease_then_locked_without_wait() {
         "LOCKED answers at once"
     );
     assert_eq!(digest(&mut c), d, "LOCKED changes nothing");
-    assert_eq!(lease_token(&mut c, "k"), Some(token));
+    assert_eq!(lease_token_of(&mut c, "k"), Some(token));
     assert_eq!(counter(&mut c, "leases_granted"), 1);
     assert_eq!(counter(&mut c, "lockget_waits"), 0);
 
@@ -277,7 +217,7 @@ fn stale_value_is_served_with_one_token_and_never_waits() {
     let mut c = s.conn();
     set(&mut c, "s", b"old", &["PX", "1", "GRACE", "60000"]).unwrap();
     let fresh_until = inspect(&mut c, "s").unwrap().int("fresh-until-ms").unwrap();
-    wait_past(&mut c, fresh_until);
+    wait_past(&mut c, fresh_until, LONG);
 
     // No lease out: STALE with the token, at once even with WAIT; PX sets its length.
     let t0 = Instant::now();
@@ -358,7 +298,7 @@ fn herd_of_200_one_miss_all_others_woken_by_the_fill() {
     let (winner, (v, status, token), _) = recv(&rx, "the lease holder");
     assert_eq!((v, status.as_str()), (None, "MISS"), "caller {winner}");
     let token = token.expect("MISS carries a token");
-    wait_parked(&mut c, (N - 1) as i64, "the herd parks");
+    wait_parked(&mut c, (N - 1) as i64, LONG, "the herd parks");
     assert_silent(&rx, "before the fill");
     assert_eq!(counter(&mut c, "leases_granted"), 1);
 
@@ -446,7 +386,7 @@ fn holder_never_fills_the_longest_waiter_gets_the_lease_at_expiry() {
         "the waiter's own PX"
     );
     // The others keep waiting.
-    wait_parked(&mut c, (N - 1) as i64, "the others keep waiting");
+    wait_parked(&mut c, (N - 1) as i64, LONG, "the others keep waiting");
     assert_silent(&rx, "after the hand-over");
     assert_eq!(counter(&mut c, "lockget_handovers"), handovers + 1);
 
@@ -454,7 +394,7 @@ fn holder_never_fills_the_longest_waiter_gets_the_lease_at_expiry() {
     let d = digest(&mut c);
     assert_eq!(fill(&mut c, "k", b"late", t0), None);
     assert_eq!(digest(&mut c), d);
-    assert_eq!(lease_token(&mut c, "k"), Some(t1));
+    assert_eq!(lease_token_of(&mut c, "k"), Some(t1));
     assert_silent(&rx, "after the refused fill");
 
     // The new holder fills: the others get HIT.
@@ -541,7 +481,7 @@ fn release_hands_the_lease_over_at_once() {
         "RELEASE hand-over: the waiter had MISS {:.2} ms after RELEASE was sent",
         ms(took)
     );
-    wait_parked(&mut c, (N - 1) as i64, "the others keep waiting");
+    wait_parked(&mut c, (N - 1) as i64, LONG, "the others keep waiting");
     assert_silent(&rx, "after the hand-over");
     assert_eq!(counter(&mut c, "leases_released"), 1);
 
@@ -550,7 +490,7 @@ fn release_hands_the_lease_over_at_once() {
     assert_eq!(release(&mut c, "k", t0), 0);
     assert_eq!(fill(&mut c, "k", b"late", t0), None);
     assert_eq!(digest(&mut c), d);
-    assert_eq!(lease_token(&mut c, "k"), Some(t1));
+    assert_eq!(lease_token_of(&mut c, "k"), Some(t1));
 
     // The new holder releases too: the next waiter.
     assert_eq!(release(&mut c, "k", t1), 1);
@@ -595,19 +535,19 @@ fn release_without_waiters_and_on_values() {
     // A stale value's lease (STALE token): 1, the value stays, the lease is free again.
     set(&mut c, "s", b"old", &["PX", "1", "GRACE", "60000"]).unwrap();
     let fresh_until = inspect(&mut c, "s").unwrap().int("fresh-until-ms").unwrap();
-    wait_past(&mut c, fresh_until);
+    wait_past(&mut c, fresh_until, LONG);
     let (_, status, ts) = lockget(&mut c, "s", &[]);
     assert_eq!(status, "STALE");
     let ts = ts.unwrap();
     let version = inspect(&mut c, "s").unwrap().int("version");
     assert_eq!(release(&mut c, "s", ts + 1), 0);
-    assert_eq!(lease_token(&mut c, "s"), Some(ts));
+    assert_eq!(lease_token_of(&mut c, "s"), Some(ts));
     assert_eq!(release(&mut c, "s", ts), 1);
     let i = inspect(&mut c, "s").unwrap();
     assert_eq!(i.int("lease-token"), None);
     assert_eq!(i.int("has-value"), Some(1));
     assert_eq!(i.int("version"), version);
-    assert_eq!(support2::cache_get(&mut c, "s"), Some(b"old".to_vec()));
+    assert_eq!(cache_get(&mut c, "s"), Some(b"old".to_vec()));
     assert_eq!(fill(&mut c, "s", b"x", ts), None, "released token");
     let (v, status, ts2) = lockget(&mut c, "s", &[]);
     assert_eq!(
@@ -652,8 +592,8 @@ fn delete_hands_over(cmd: &str, bound: Duration) {
         took <= bound,
         "{cmd}: hand-over took {took:?} (bound {bound:?})"
     );
-    assert_eq!(lease_token(&mut c, "k"), Some(t1));
-    wait_parked(&mut c, (N - 1) as i64, "the others keep waiting");
+    assert_eq!(lease_token_of(&mut c, "k"), Some(t1));
+    wait_parked(&mut c, (N - 1) as i64, LONG, "the others keep waiting");
     assert_silent(&rx, "after the hand-over");
     assert_eq!(fill(&mut c, "k", b"late", t0), None, "revoked by {cmd}");
     assert!(fill(&mut c, "k", b"v", t1).is_some());
@@ -739,7 +679,7 @@ fn wait_runs_out_with_timeout_and_no_lease() {
     assert_eq!(info["lockget_handovers"], 0);
     assert_eq!(inspect(&mut c, "k"), before);
     assert_eq!(digest(&mut c), d);
-    assert_eq!(lease_token(&mut c, "k"), Some(t0));
+    assert_eq!(lease_token_of(&mut c, "k"), Some(t0));
     // The holder's lease is intact.
     assert!(fill(&mut c, "k", b"v", t0).is_some());
 }
@@ -794,7 +734,7 @@ fn disconnected_waiters_leak_nothing() {
     for round in 0..ROUNDS {
         let mut conns: Vec<(TcpStream, i64)> =
             (0..N).map(|_| raw_waiter(&s, key.as_bytes())).collect();
-        wait_parked(&mut c, N as i64, "raw callers park");
+        wait_parked(&mut c, N as i64, LONG, "raw callers park");
         let peak = used_memory(&mut c);
         // Half hang up, half are killed from another connection.
         let killed = conns.split_off(N / 2);
@@ -809,7 +749,7 @@ fn disconnected_waiters_leak_nothing() {
             assert_eq!(n, 1, "CLIENT KILL ID {id}");
         }
         drop(killed);
-        wait_parked(&mut c, 0, "disconnected callers leave the line");
+        wait_parked(&mut c, 0, LONG, "disconnected callers leave the line");
         let mut now = 0;
         let back = wait_until(LONG, || {
             now = used_memory(&mut c);
@@ -839,7 +779,7 @@ fn disconnected_waiters_leak_nothing() {
     assert_eq!(info["lockget_timeouts"], 0);
     assert_eq!(info["lockget_handovers"], 0);
     assert_eq!(digest(&mut c), d, "nothing changed");
-    assert_eq!(lease_token(&mut c, &key), Some(t0));
+    assert_eq!(lease_token_of(&mut c, &key), Some(t0));
 
     // The line still works: a hand-over by RELEASE, then a fill wakes the next caller.
     let (rx, handles) = park_in_order(&s, &mut c, &key, &["WAIT", "10000"], 2, 0);
@@ -861,14 +801,14 @@ fn a_waiter_that_hangs_up_loses_its_place_in_line() {
     let mut c = s.conn();
     let (_, _, t0) = lockget(&mut c, "k", &["PX", "60000"]);
     let (gone, _) = raw_waiter(&s, b"k");
-    wait_parked(&mut c, 1, "raw caller parks");
+    wait_parked(&mut c, 1, LONG, "raw caller parks");
     let (rx, handles) = park_in_order(&s, &mut c, "k", &["WAIT", "10000"], 1, 1);
     drop(gone);
-    wait_parked(&mut c, 1, "the raw caller left");
+    wait_parked(&mut c, 1, LONG, "the raw caller left");
     assert_eq!(release(&mut c, "k", t0.unwrap()), 1);
     let (i, (_, status, t1), _) = recv(&rx, "hand-over");
     assert_eq!((i, status.as_str()), (0, "MISS"));
-    assert_eq!(lease_token(&mut c, "k"), t1);
+    assert_eq!(lease_token_of(&mut c, "k"), t1);
     join_all(handles);
     assert_eq!(parked(&mut c), 0);
 }
@@ -964,7 +904,7 @@ fn flushall_hands_the_lease_over_via_the_timer() {
     let (i, (_, status, t1), _) = recv(&rx, "hand-over after FLUSHALL");
     assert_eq!((i, status.as_str()), (0, "MISS"));
     assert!(t1.unwrap() > t0.unwrap());
-    assert_eq!(lease_token(&mut c, "k"), t1);
+    assert_eq!(lease_token_of(&mut c, "k"), t1);
     assert!(fill(&mut c, "k", b"v", t1.unwrap()).is_some());
     let (i, r, _) = recv(&rx, "woken by the fill");
     assert_eq!((i, r), (1, (Some(b"v".to_vec()), "HIT".into(), None)));
@@ -998,17 +938,17 @@ fn lines_are_per_database() {
     let (_, _, t1) = lockget(&mut c1, "k", &["PX", "300"]);
     let (tx, rx) = mpsc::channel();
     spawn_in_db(&s, 0, "k", &["WAIT", "10000"], tx.clone());
-    wait_parked(&mut c0, 1, "db 0 caller");
+    wait_parked(&mut c0, 1, LONG, "db 0 caller");
     spawn_in_db(&s, 1, "k", &["WAIT", "10000"], tx.clone());
-    wait_parked(&mut c0, 2, "db 1 caller");
+    wait_parked(&mut c0, 2, LONG, "db 1 caller");
 
     // db 1's lease lapses: its caller (not db 0's) is handed a lease in db 1.
     let (db, (_, status, t2), _) = recv(&rx, "hand-over in db 1");
     assert_eq!((db, status.as_str()), (1, "MISS"));
     let t2 = t2.unwrap();
     assert!(t2 > t1.unwrap());
-    assert_eq!(lease_token(&mut c1, "k"), Some(t2));
-    assert_eq!(lease_token(&mut c0, "k"), t0, "db 0 untouched");
+    assert_eq!(lease_token_of(&mut c1, "k"), Some(t2));
+    assert_eq!(lease_token_of(&mut c0, "k"), t0, "db 0 untouched");
     assert_silent(&rx, "db 0 keeps waiting");
 
     // A fill in db 1 wakes nobody in db 0; the fill in db 0 does.
@@ -1037,7 +977,7 @@ fn client_unblock_answers_timeout() {
             .query(&mut w);
         let _ = tx.send(r.map_err(|e| e.to_string()));
     });
-    wait_parked(&mut c, 1, "the caller parks");
+    wait_parked(&mut c, 1, LONG, "the caller parks");
     let granted = counter(&mut c, "leases_granted");
     let n: i64 = redis::cmd("CLIENT")
         .arg("UNBLOCK")
@@ -1052,7 +992,7 @@ fn client_unblock_answers_timeout() {
     h.join().unwrap();
     assert_eq!(parked(&mut c), 0);
     assert_eq!(counter(&mut c, "leases_granted"), granted);
-    assert_eq!(lease_token(&mut c, "k"), t0);
+    assert_eq!(lease_token_of(&mut c, "k"), t0);
 }
 
 #[test]
@@ -1096,7 +1036,7 @@ fn assert_nobody_stranded(
     };
     if let Some(t) = a_token {
         assert_eq!(
-            lease_token(c, "k"),
+            lease_token_of(c, "k"),
             Some(t),
             "{what}: A's token is the lease"
         );
@@ -1109,7 +1049,7 @@ fn assert_nobody_stranded(
         Ok((_, (None, status, Some(t)), _))
             if status == "MISS" && took < Duration::from_secs(1) =>
         {
-            assert_eq!(lease_token(c, "k"), Some(t));
+            assert_eq!(lease_token_of(c, "k"), Some(t));
         }
         other => panic!(
             "{what}: caller A answered {a:?} (no lease for it), yet the lease {held:?} it was \
@@ -1157,7 +1097,7 @@ fn a_waiter_killed_as_it_is_handed_the_lease_strands_nobody() {
     let mut c = s.conn();
     let (_, _, t0) = lockget(&mut c, "k", &["PX", "60000"]);
     let (a_conn, a_id) = raw_waiter(&s, b"k");
-    wait_parked(&mut c, 1, "caller A parks");
+    wait_parked(&mut c, 1, LONG, "caller A parks");
     let (rx_b, hb) = park_in_order(&s, &mut c, "k", &["PX", "60000", "WAIT", "2000"], 1, 1);
     let (released, killed): (i64, i64) = redis::pipe()
         .atomic()
@@ -1236,7 +1176,7 @@ fn wait_does_not_block_inside_multi_or_scripts() {
         .unwrap();
     assert_eq!((r.0.as_deref(), r.1.as_str()), (None, "MISS"));
     // Lua holds numbers as doubles: tokens stay below 2^53, so they come out of EVAL exact.
-    assert_eq!(r.2, lease_token(&mut c, "m"));
+    assert_eq!(r.2, lease_token_of(&mut c, "m"));
     assert!(r.2.is_some_and(|t| t < 1 << 53));
     let (r,): (Triple,) = redis::pipe()
         .atomic()
@@ -1247,7 +1187,7 @@ fn wait_does_not_block_inside_multi_or_scripts() {
         .query(&mut c)
         .unwrap();
     assert_eq!(r.1, "MISS");
-    assert_eq!(lease_token(&mut c, "m2"), r.2);
+    assert_eq!(lease_token_of(&mut c, "m2"), r.2);
     assert!(fill(&mut c, "k", b"v", t0).is_some());
 }
 
@@ -1343,23 +1283,6 @@ fn lockget_without_wait_lets_a_parked_caller_go_first() {
 // Replication
 // ---------------------------------------------------------------------------------------------
 
-fn start_replica(primary: &Server) -> Server {
-    let port = primary.port.to_string();
-    let r = Server::start_with(&["--replicaof", "127.0.0.1", &port]);
-    let mut rc = r.conn();
-    let up = wait_until(Duration::from_secs(30), || {
-        support2::info_field(&mut rc, "replication", "master_link_status").as_deref() == Some("up")
-    });
-    assert!(up, "replica never got its link up:\n{}", r.log());
-    let mut pc = primary.conn();
-    let online = wait_until(Duration::from_secs(30), || {
-        support2::info_field(&mut pc, "replication", "slave0")
-            .is_some_and(|s| s.contains("state=online"))
-    });
-    assert!(online, "the primary never saw its replica online");
-    r
-}
-
 fn assert_replica_same(p: &mut Connection, r: &mut Connection, key: &str, what: &str) {
     let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(p).unwrap();
     assert_eq!(acked, 1, "{what}: WAIT 1 5000");
@@ -1375,14 +1298,14 @@ fn assert_replica_same(p: &mut Connection, r: &mut Connection, key: &str, what: 
 fn replica_follows_grants_hand_overs_and_fills() {
     let _g = shared();
     let p = Server::start_with(&["--repl-diskless-sync-delay", "0"]);
-    let replica = start_replica(&p);
+    let replica = start_replica(&p, &[]);
     let mut c = p.conn();
     let mut rc = replica.conn();
 
     let (_, _, t0) = lockget(&mut c, "k", &["PX", "60000"]);
     let t0 = t0.unwrap();
     assert_replica_same(&mut c, &mut rc, "k", "grant");
-    assert_eq!(lease_token(&mut rc, "k"), Some(t0));
+    assert_eq!(lease_token_of(&mut rc, "k"), Some(t0));
 
     let (rx, handles) = park_in_order(&p, &mut c, "k", &["PX", "300", "WAIT", "10000"], 3, 0);
     // Hand-over by RELEASE.
@@ -1391,7 +1314,7 @@ fn replica_follows_grants_hand_overs_and_fills() {
     assert_eq!((i, status.as_str()), (0, "MISS"));
     let t1 = t1.unwrap();
     assert_replica_same(&mut c, &mut rc, "k", "hand-over by RELEASE");
-    assert_eq!(lease_token(&mut rc, "k"), Some(t1));
+    assert_eq!(lease_token_of(&mut rc, "k"), Some(t1));
 
     // Hand-over by the timer when caller 0's lease (PX 300) lapses.
     let (i, (_, status, t2), _) = recv(&rx, "hand-over at expiry");
@@ -1399,14 +1322,14 @@ fn replica_follows_grants_hand_overs_and_fills() {
     let t2 = t2.unwrap();
     assert!(t2 > t1);
     assert_replica_same(&mut c, &mut rc, "k", "hand-over at expiry");
-    assert_eq!(lease_token(&mut rc, "k"), Some(t2));
+    assert_eq!(lease_token_of(&mut rc, "k"), Some(t2));
 
     // The fill wakes caller 2 and reaches the replica.
     assert!(fill(&mut c, "k", b"value", t2).is_some());
     let (i, r, _) = recv(&rx, "woken by the fill");
     assert_eq!((i, r), (2, (Some(b"value".to_vec()), "HIT".into(), None)));
     assert_replica_same(&mut c, &mut rc, "k", "fill");
-    assert_eq!(support2::cache_get(&mut rc, "k"), Some(b"value".to_vec()));
+    assert_eq!(cache_get(&mut rc, "k"), Some(b"value".to_vec()));
     join_all(handles);
 
     // A hand-over after CACHE.DEL reaches the replica too.
@@ -1417,7 +1340,7 @@ fn replica_follows_grants_hand_overs_and_fills() {
     let (_, (_, status, t4), _) = recv(&rx, "hand-over after CACHE.DEL");
     assert_eq!(status, "MISS");
     assert_replica_same(&mut c, &mut rc, "d", "hand-over after CACHE.DEL");
-    assert_eq!(lease_token(&mut rc, "d"), t4);
+    assert_eq!(lease_token_of(&mut rc, "d"), t4);
     join_all(handles);
 }
 
@@ -1470,7 +1393,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         .unwrap()
         .int("fresh-until-ms")
         .unwrap();
-    wait_past(&mut c, fresh_until);
+    wait_past(&mut c, fresh_until, LONG);
     let (_, status, ts) = lockget(&mut c, "stale", &["PX", "3600000"]);
     assert_eq!(status, "STALE");
     let ts = ts.unwrap().to_string();
@@ -1595,5 +1518,5 @@ fn bad_input_is_refused_and_changes_nothing() {
     // The leases are intact.
     assert_eq!(release(&mut c, "pending", tp.parse().unwrap()), 1);
     assert_eq!(release(&mut c, "stale", ts.parse().unwrap()), 1);
-    assert_eq!(support2::cache_get(&mut c, "val"), Some(b"v".to_vec()));
+    assert_eq!(cache_get(&mut c, "val"), Some(b"v".to_vec()));
 }

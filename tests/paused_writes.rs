@@ -8,14 +8,13 @@
 //! caller is handed the lease once writes are accepted again, and nobody stays parked.
 
 mod support;
-mod support2;
 
 use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use support::*;
-use support2::{info_field, inspect};
+use support::commands::*;
+use support::server::{server_binary, wait_until, Server};
 
 const LONG: Duration = Duration::from_secs(20);
 /// The lease that runs out during the refusal.
@@ -26,19 +25,6 @@ const REFUSAL: Duration = Duration::from_millis(4_000);
 const SHORT_WAIT_MS: i64 = 2_500;
 /// The caller that outlasts the refusal and is handed the lease after it.
 const LONG_WAIT_MS: i64 = 15_000;
-
-fn parked(c: &mut Connection) -> i64 {
-    info_cache(c)["lockget_parked"]
-}
-
-fn wait_parked(c: &mut Connection, n: i64) {
-    let mut last = -1;
-    let ok = wait_until(LONG, || {
-        last = parked(c);
-        last == n
-    });
-    assert!(ok, "lockget_parked stayed {last}, expected {n}");
-}
 
 /// `CACHE.LOCKGET key WAIT wait_ms` on its own connection, in a thread: its reply and when it
 /// arrived.
@@ -83,9 +69,9 @@ fn lease_ends_while_writes_are_refused(
         .expect("the lease is recorded");
     let before = parked(&mut c);
     let (long_rx, long_h) = spawn_waiter(s, key, LONG_WAIT_MS);
-    wait_parked(&mut c, before + 1);
+    wait_parked(&mut c, before + 1, LONG, "the long waiter");
     let (short_rx, short_h) = spawn_waiter(s, key, SHORT_WAIT_MS);
-    wait_parked(&mut c, before + 2);
+    wait_parked(&mut c, before + 2, LONG, "the short waiter");
 
     let started = Instant::now();
     let refusing_at = refuse(s);
@@ -130,7 +116,7 @@ fn lease_ends_while_writes_are_refused(
         Some(token as i64),
         "the handed-over lease is the key's lease"
     );
-    wait_parked(&mut c, 0);
+    wait_parked(&mut c, 0, LONG, "after the hand-over");
     long_h.join().unwrap();
     short_h.join().unwrap();
     true

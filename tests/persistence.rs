@@ -4,14 +4,16 @@
 //! eviction and FLUSHALL like any key.
 
 mod support;
-mod support2;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use redis::Connection;
+
+use support::commands::*;
+use support::fixtures::*;
 use support::records::{seal, Record, HOUR_MS};
-use support::*;
-use support2::*;
+use support::server::{wait_until, Server};
 
 const AOF_NO_PREAMBLE: &[&str] = &["--appendonly", "yes", "--aof-use-rdb-preamble", "no"];
 
@@ -49,9 +51,9 @@ fn check_leases_and_ids(c: &mut Connection, f: &Fixture, last_before: u64) {
         );
     }
     let p = &f.prefix;
-    let v = set(c, &format!("{p}new-after-reload"), b"n", &["EX", "60"]).unwrap();
+    let v = set(c, format!("{p}new-after-reload"), b"n", &["EX", "60"]).unwrap();
     assert!(v > last_before, "new version {v} <= {last_before}");
-    let (_, status, token) = getx(c, &format!("{p}new-pending-after-reload"), &[]);
+    let (_, status, token) = getx(c, format!("{p}new-pending-after-reload"), &[]);
     assert_eq!(status, "MISS");
     assert!(token.unwrap() > v, "new token not above the new version");
 }
@@ -125,14 +127,6 @@ fn count_cmd(aof: &[u8], name: &str) -> usize {
     count(&lower, needle.as_bytes())
 }
 
-fn wait_rewrite_idle(c: &mut Connection) {
-    let idle = wait_until(Duration::from_secs(30), || {
-        info_int(c, "persistence", "aof_rewrite_in_progress") == 0
-            && info_int(c, "persistence", "aof_rewrite_scheduled") == 0
-    });
-    assert!(idle, "AOF rewrite did not finish");
-}
-
 fn bgrewriteaof(c: &mut Connection) {
     let before = info_int(c, "persistence", "aof_rewrites");
     let _: String = redis::cmd("BGREWRITEAOF").query(c).unwrap();
@@ -157,9 +151,9 @@ fn modify_after_rewrite(c: &mut Connection, f: &mut Fixture, p: &str) {
     let n: i64 = redis::cmd("DEL").arg(k("big")).query(c).unwrap();
     assert_eq!(n, 1);
     f.forget_key(&k("big"));
-    set(c, &k("plain"), b"hello again", &["EX", "7200"]).unwrap();
+    set(c, k("plain"), b"hello again", &["EX", "7200"]).unwrap();
     // Authoritative write over the pending entry: its lease is revoked.
-    set(c, &k("pending"), b"authoritative", &["EX", "3600"]).unwrap();
+    set(c, k("pending"), b"authoritative", &["EX", "3600"]).unwrap();
     f.kill_tokens(&k("pending"));
     // A new lease on a value that came from the rewrite: a "keep the value" record.
     let t = refresh_grant(c, &k("lapsed"), HOUR_MS);
@@ -171,7 +165,7 @@ fn modify_after_rewrite(c: &mut Connection, f: &mut Fixture, p: &str) {
 fn aof_round_trip(args: &[&str], preamble: bool, rewrite: bool, kill: bool) {
     let mut s = Server::start_with(args);
     let mut c = s.conn();
-    wait_rewrite_idle(&mut c);
+    wait_rewrite_idle(&mut c, Duration::from_secs(30));
     let mut f = fill_fixture(&mut c, "a:");
     if rewrite {
         bgrewriteaof(&mut c);
@@ -247,7 +241,7 @@ fn every_write_reaches_the_aof_once() {
     args.extend(["--appendfsync", "always"]);
     let s = Server::start_with(&args);
     let mut c = s.conn();
-    wait_rewrite_idle(&mut c);
+    wait_rewrite_idle(&mut c, Duration::from_secs(30));
     let dir = aof_dir(&s);
     let incr = || aof_bytes(&dir, ".incr.aof");
     assert_eq!(count_cmd(&incr(), "CACHE.APPLY"), 0);
@@ -259,7 +253,7 @@ fn every_write_reaches_the_aof_once() {
             let v = format!("v{round}-{i}");
             set(
                 &mut c,
-                &format!("k{i}"),
+                format!("k{i}"),
                 v.as_bytes(),
                 &["EX", "3600", "DELTA", "0"],
             )
@@ -279,13 +273,13 @@ fn every_write_reaches_the_aof_once() {
     // Three lease grants, then readers that are told LOCKED.
     let mut tokens = Vec::new();
     for i in 0..3 {
-        let (_, status, token) = getx(&mut c, &format!("p{i}"), &["LEASE", "3600000"]);
+        let (_, status, token) = getx(&mut c, format!("p{i}"), &["LEASE", "3600000"]);
         assert_eq!(status, "MISS");
         tokens.push(token.unwrap());
         applies += 1;
     }
     for i in 0..3 {
-        let (_, status, _) = getx(&mut c, &format!("p{i}"), &[]);
+        let (_, status, _) = getx(&mut c, format!("p{i}"), &[]);
         assert_eq!(status, "LOCKED");
     }
     // One fill, one refused fill.
@@ -717,7 +711,7 @@ fn flushall_drops_every_entry() {
     let mut c = s.conn();
     let f = fill_fixture(&mut c, "f:");
     for i in 0..100 {
-        set(&mut c, &format!("x{i}"), b"v", &["EX", "3600"]).unwrap();
+        set(&mut c, format!("x{i}"), b"v", &["EX", "3600"]).unwrap();
     }
     assert_eq!(live_entries(&mut c), f.keys.len() as i64 + 100);
     let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
@@ -725,7 +719,7 @@ fn flushall_drops_every_entry() {
     assert!(wait_until(Duration::from_secs(10), || live_entries(&mut c) == 0));
     // And asynchronously.
     for i in 0..100 {
-        set(&mut c, &format!("x{i}"), b"v", &["EX", "3600"]).unwrap();
+        set(&mut c, format!("x{i}"), b"v", &["EX", "3600"]).unwrap();
     }
     let _: () = redis::cmd("FLUSHALL").arg("ASYNC").query(&mut c).unwrap();
     assert_eq!(dbsize(&mut c), 0);
@@ -745,7 +739,7 @@ fn flushall_drops_every_entry() {
 fn user_ttl_changes_survive(args: &[&str], rewrite: bool, save: bool) {
     let mut s = Server::start_with(args);
     let mut c = s.conn();
-    wait_rewrite_idle(&mut c);
+    wait_rewrite_idle(&mut c, Duration::from_secs(30));
     set(&mut c, "persisted", b"p", &["EX", "3600"]).unwrap();
     let n: i64 = redis::cmd("PERSIST")
         .arg("persisted")

@@ -3,13 +3,18 @@
 //! the others, and full syncs (disk and diskless, swapdb) carry everything.
 
 mod support;
-mod support2;
 
 use std::time::Duration;
 
+use redis::Connection;
+
+use support::commands::*;
+use support::fixtures::*;
 use support::records::{restore, Record, HOUR_MS};
-use support::*;
-use support2::*;
+use support::server::{
+    repl_offset, start_replica, wait_caught_up, wait_link_up, wait_online, wait_replicas,
+    wait_until, Server,
+};
 
 /// Fast full syncs: no diskless delay.
 const PRIMARY: &[&str] = &["--repl-diskless-sync-delay", "0"];
@@ -43,16 +48,16 @@ fn write_mix(c: &mut Connection, p: &str) -> (Fixture, Vec<String>) {
     // An overwrite, a fill over a new grant, a grant then a refused fill.
     set(
         c,
-        &k("plain"),
+        k("plain"),
         b"overwritten",
         &["PX", "7200000", "GRACE", "5"],
     )
     .unwrap();
-    let (_, status, t) = getx(c, &k("mix-fill"), &["LEASE", "3600000"]);
+    let (_, status, t) = getx(c, k("mix-fill"), &["LEASE", "3600000"]);
     assert_eq!(status, "MISS");
     fill(c, &k("mix-fill"), b"filled", t.unwrap()).unwrap();
     f.keys.push(k("mix-fill"));
-    let (_, status, t) = getx(c, &k("mix-leased"), &["LEASE", "3600000"]);
+    let (_, status, t) = getx(c, k("mix-leased"), &["LEASE", "3600000"]);
     assert_eq!(status, "MISS");
     assert_eq!(fill(c, &k("mix-leased"), b"x", t.unwrap() + 1), None);
     f.live.push((k("mix-leased"), t.unwrap()));
@@ -156,7 +161,7 @@ fn reads_do_not_move_the_replication_offset() {
     for i in 0..10 {
         set(
             &mut pc,
-            &format!("k{i}"),
+            format!("k{i}"),
             b"v",
             &["EX", "3600", "DELTA", "1"],
         )
@@ -342,7 +347,7 @@ fn full_sync(primary_args: &[&str], replica_args: &[&str]) {
     for i in 0..200 {
         set(
             &mut pc,
-            &format!("bulk{i}"),
+            format!("bulk{i}"),
             &vec![b'b'; i * 10],
             &["EX", "3600"],
         )

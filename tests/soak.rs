@@ -18,19 +18,18 @@
 //! - at checkpoints (clients paused, the primary's active expiry off) and at the end: nobody is
 //!   parked, the replica's DEBUG DIGEST equals the primary's, `cache_entries` equals the number
 //!   of keys of type cache-ent (SCAN + TYPE) and is the same on the replica;
-//! - at the end, after adding entries in every state (`support2::fill_fixture`): the primary
-//!   restarted from its AOF (as the run left it, then freshly rewritten) has the same digest and
-//!   entries, issues larger ids, and the replica synced with it has the same digest again; no
-//!   log or stderr (where a Rust panic message goes) mentions a panic or an internal error, and
-//!   both servers are alive.
+//! - at the end, after adding entries in every state (`support::fixtures::fill_fixture`): the
+//!   primary restarted from its AOF (as the run left it, then freshly rewritten) has the same
+//!   digest and entries, issues larger ids, and the replica synced with it has the same digest
+//!   again; no log or stderr (where a Rust panic message goes) mentions a panic or an internal
+//!   error, and both servers are alive.
 //!
 //! The seed is printed; `SOAK_SEED=<n>` replays its choices (`SOAK_SEED=random` picks one; the
 //! interleaving of the threads is not replayed), `SOAK_MS=<ms>` sets how long the clients run
-//! (default 6000). The servers are started here rather than with `support::Server` so that
-//! their stderr lands in a file the test can read.
+//! (default 6000). The servers are started here rather than with `support::server::Server` so
+//! that their stderr lands in a file the test can read.
 
 mod support;
-mod support2;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
@@ -41,7 +40,8 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, ConnectionLike, Value};
 
-use support::{wait_until, Server};
+use support::commands::{digest, info_int, info_section, wait_rewrite_idle};
+use support::server::{wait_link_up, wait_online, wait_until, Server};
 
 const DEFAULT_SEED: u64 = 0x50a4_5eed;
 const DEFAULT_RUN_MS: u64 = 6000;
@@ -107,26 +107,6 @@ fn text(v: &Value) -> String {
         Value::Okay => "OK".into(),
         other => panic!("not a string: {}", show(other)),
     }
-}
-
-fn info_fields(c: &mut Connection, section: &str) -> BTreeMap<String, String> {
-    text(&must(c, &[b"INFO", section.as_bytes()]))
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
-
-fn info_i64(c: &mut Connection, section: &str, field: &str) -> i64 {
-    info_fields(c, section)
-        .get(field)
-        .unwrap_or_else(|| panic!("INFO {section} has no {field}"))
-        .parse()
-        .unwrap_or_else(|e| panic!("INFO {section} {field}: {e}"))
-}
-
-fn digest(c: &mut Connection) -> String {
-    text(&must(c, &[b"DEBUG", b"DIGEST"]))
 }
 
 fn scan_all(c: &mut Connection) -> Vec<Vec<u8>> {
@@ -1286,7 +1266,7 @@ fn admin(shared: Arc<Shared>, mut checker: Checker, seed: u64) -> (AdminTally, C
             b"DEBUG" => {
                 t.reloads += 1;
                 checker.dropped +=
-                    info_i64(&mut checker.pc, "persistence", "rdb_last_load_keys_expired");
+                    info_int(&mut checker.pc, "persistence", "rdb_last_load_keys_expired");
             }
             b"BGREWRITEAOF" => t.rewrites += 1,
             _ => t.configs += 1,
@@ -1374,7 +1354,7 @@ impl Checker {
     fn compare(&mut self) -> Result<(String, i64, usize), String> {
         let mut parked = -1;
         let none_parked = wait_until(Duration::from_secs(2), || {
-            parked = info_i64(&mut self.pc, "cache", "cache_lockget_parked");
+            parked = info_int(&mut self.pc, "cache", "cache_lockget_parked");
             parked == 0
         });
         if !none_parked {
@@ -1403,7 +1383,7 @@ impl Checker {
         // have reached it); it counts the same entries. (Its own SCAN would hide keys whose
         // time has passed since: only the primary expires keys.)
         wait_replica(&mut self.pc)?;
-        let r_entries = info_i64(&mut self.rc, "cache", "cache_entries");
+        let r_entries = info_int(&mut self.rc, "cache", "cache_entries");
         if r_entries != entries {
             return Err(format!(
                 "replica: cache_entries {r_entries}, primary {entries}"
@@ -1473,33 +1453,7 @@ fn entries_and_count(c: &mut Connection) -> (i64, i64) {
         .iter()
         .filter(|k| text(&must(c, &[b"TYPE", k])) == "cache-ent")
         .count() as i64;
-    (info_i64(c, "cache", "cache_entries"), count)
-}
-
-fn wait_no_rewrite(c: &mut Connection) {
-    let done = wait_until(Duration::from_secs(15), || {
-        let f = info_fields(c, "persistence");
-        f.get("aof_rewrite_in_progress").map(String::as_str) == Some("0")
-            && f.get("aof_rewrite_scheduled").map(String::as_str) == Some("0")
-    });
-    assert!(done, "an AOF rewrite never finished");
-}
-
-fn wait_replica_online(p: &Server, r: &Server) {
-    let mut rc = conn(r);
-    let up = wait_until(Duration::from_secs(30), || {
-        info_fields(&mut rc, "replication")
-            .get("master_link_status")
-            .is_some_and(|s| s == "up")
-    });
-    assert!(up, "the replica never got its link up:\n{}", r.log());
-    let mut pc = conn(p);
-    let online = wait_until(Duration::from_secs(30), || {
-        info_fields(&mut pc, "replication")
-            .get("slave0")
-            .is_some_and(|s| s.contains("state=online"))
-    });
-    assert!(online, "the primary never saw its replica online");
+    (info_int(c, "cache", "cache_entries"), count)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1533,7 +1487,8 @@ fn soak_primary_and_replica_under_random_load() {
     ]);
     let primary_port = primary.port.to_string();
     let mut replica = Server::start_with(&["--replicaof", "127.0.0.1", &primary_port]);
-    wait_replica_online(&primary, &replica);
+    wait_link_up(&replica);
+    wait_online(&primary);
     let mut checker = Checker {
         pc: conn(&primary),
         rc: conn(&replica),
@@ -1614,7 +1569,7 @@ fn soak_primary_and_replica_under_random_load() {
         "soak: admin {admin_tally:?}, DEBUG RELOAD dropped {} expired key(s)",
         checker.dropped
     );
-    let stats: Vec<String> = info_fields(&mut checker.pc, "cache")
+    let stats: Vec<String> = info_section(&mut checker.pc, "cache")
         .into_iter()
         .filter(|(_, v)| v != "0")
         .map(|(k, v)| format!("{}={v}", k.trim_start_matches("cache_")))
@@ -1627,7 +1582,7 @@ fn soak_primary_and_replica_under_random_load() {
     drain_short_lived(&mut checker.pc);
     // Entries in every state an entry can be in (leases active, lapsed, pending, tags, ids
     // from a clock ahead...), long-lived, for the comparisons and restarts below.
-    support2::fill_fixture(&mut checker.pc, "fixture:");
+    support::fixtures::fill_fixture(&mut checker.pc, "fixture:");
     let (end_digest, entries, nkeys) = checker
         .compare()
         .unwrap_or_else(|e| panic!("soak seed {seed}, at the end: {e}"));
@@ -1650,10 +1605,10 @@ fn soak_primary_and_replica_under_random_load() {
     );
     for round in ["as left by the run", "just rewritten"] {
         let pc = &mut checker.pc;
-        wait_no_rewrite(pc);
+        wait_rewrite_idle(pc, Duration::from_secs(15));
         if round == "just rewritten" {
             must(pc, &[b"BGREWRITEAOF"]);
-            wait_no_rewrite(pc);
+            wait_rewrite_idle(pc, Duration::from_secs(15));
         }
         let before = digest(pc);
         // SHUTDOWN NOSAVE: the AOF is flushed and fsynced all the same.
@@ -1696,7 +1651,8 @@ fn soak_primary_and_replica_under_random_load() {
         int(&v)
     );
     // The replica syncs with the restarted primary and holds the same again.
-    wait_replica_online(&primary, &replica);
+    wait_link_up(&replica);
+    wait_online(&primary);
     checker
         .compare()
         .unwrap_or_else(|e| panic!("soak seed {seed}, after the restart: {e}"));

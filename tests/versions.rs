@@ -4,23 +4,13 @@
 //! lease that moves with its entry (`RENAME`, `MOVE`) is not counted as revoked.
 
 mod support;
-mod support2;
 
 use std::time::Duration;
 
-use support::*;
-use support2::{inspect, repl_offset, start_replica, wait_caught_up};
+use redis::Connection;
 
-fn version(c: &mut Connection, key: &str) -> u64 {
-    inspect(c, key)
-        .unwrap_or_else(|| panic!("{key} holds no entry"))
-        .int("version")
-        .expect("a version") as u64
-}
-
-fn value(c: &mut Connection, key: &str) -> Option<Vec<u8>> {
-    redis::cmd("CACHE.GET").arg(key).query(c).unwrap()
-}
+use support::commands::*;
+use support::server::{repl_offset, start_replica, wait_caught_up, wait_until, Server};
 
 fn q<T: redis::FromRedisValue>(c: &mut Connection, args: &[&str]) -> T {
     let mut cmd = redis::cmd(args[0]);
@@ -35,7 +25,7 @@ fn q<T: redis::FromRedisValue>(c: &mut Connection, args: &[&str]) -> T {
 /// entry on `dst`: the version there must be above `old`'s, and the value `src`'s.
 fn lands_with_a_fresh_version(c: &mut Connection, op: &[&str], dst_db: Option<&str>) {
     set(c, "src", b"from src", &["EX", "3600"]).unwrap();
-    let src_version = version(c, "src");
+    let src_version = version_of(c, "src").expect("a version");
     if let Some(db) = dst_db {
         let _: () = q(c, &["SELECT", db]);
     }
@@ -52,13 +42,13 @@ fn lands_with_a_fresh_version(c: &mut Connection, op: &[&str], dst_db: Option<&s
         let _: () = q(c, &["SELECT", db]);
     }
     let landed = if dst_db.is_some() { "src" } else { "dst" };
-    let v = version(c, landed);
+    let v = version_of(c, landed).expect("a version");
     assert!(
         v > old,
         "{}: version {v} not above {old}, the one the name had",
         op.join(" ")
     );
-    assert_eq!(value(c, landed).as_deref(), Some(&b"from src"[..]));
+    assert_eq!(cache_get(c, landed).as_deref(), Some(&b"from src"[..]));
     let later = set(c, landed, b"later", &["EX", "3600"]).unwrap();
     assert!(later > v);
     let _: i64 = q(c, &["DEL", "src", "dst"]);
@@ -84,7 +74,7 @@ fn copy_rename_move_and_restore_give_a_fresh_version() {
         .arg("REPLACE")
         .query(&mut c)
         .unwrap();
-    let v = version(&mut c, "dst");
+    let v = version_of(&mut c, "dst").expect("a version");
     assert!(v > old, "RESTORE REPLACE: version {v} not above {old}");
     // COPY into another database.
     let _: () = q(&mut c, &["SELECT", "2"]);
@@ -92,7 +82,7 @@ fn copy_rename_move_and_restore_give_a_fresh_version() {
     let _: () = q(&mut c, &["SELECT", "0"]);
     let _: i64 = q(&mut c, &["COPY", "src", "dst", "DB", "2", "REPLACE"]);
     let _: () = q(&mut c, &["SELECT", "2"]);
-    let v = version(&mut c, "dst");
+    let v = version_of(&mut c, "dst").expect("a version");
     assert!(v > old, "COPY ... DB 2: version {v} not above {old}");
 }
 
@@ -118,7 +108,11 @@ fn the_next_command_sees_the_fresh_version() {
         .position(|f| f == &redis::Value::SimpleString("version".into()));
     let v: u64 = redis::from_redis_value(&fields[at.expect("a version field") + 1]).unwrap();
     assert!(v > old, "in MULTI: version {v} not above {old}");
-    assert_eq!(version(&mut c, "dst"), v, "a second fresh version");
+    assert_eq!(
+        version_of(&mut c, "dst").expect("a version"),
+        v,
+        "a second fresh version"
+    );
 }
 
 /// The replica and the AOF get the primary's fresh versions: the same digest, the same
@@ -131,7 +125,7 @@ fn replicas_and_the_aof_get_the_same_fresh_versions() {
     set(&mut pc, "a", b"a", &["EX", "3600"]).unwrap();
     set(&mut pc, "b", b"b", &["EX", "3600", "GRACE", "1000"]).unwrap();
     let old_c = set(&mut pc, "c", b"c", &["EX", "3600"]).unwrap();
-    let old_b = version(&mut pc, "b");
+    let old_b = version_of(&mut pc, "b").expect("a version");
     // A TTL of the key's own, different from the entry's: a fresh version must not reset it.
     let _: i64 = q(&mut pc, &["PEXPIRE", "a", "7200000"]);
     let _: i64 = q(&mut pc, &["COPY", "a", "b", "REPLACE"]);
@@ -152,12 +146,22 @@ fn replicas_and_the_aof_get_the_same_fresh_versions() {
     });
     assert!(fresh);
     wait_caught_up(&mut pc, &mut rc);
-    assert!(version(&mut pc, "b") > old_b, "COPY: no fresh version");
-    assert!(version(&mut pc, "d") > old_c, "RENAME: no fresh version");
+    assert!(
+        version_of(&mut pc, "b").expect("a version") > old_b,
+        "COPY: no fresh version"
+    );
+    assert!(
+        version_of(&mut pc, "d").expect("a version") > old_c,
+        "RENAME: no fresh version"
+    );
     let pd = digest(&mut pc);
     assert_eq!(pd, digest(&mut rc), "replica digest");
     for key in ["a", "b", "d"] {
-        assert_eq!(version(&mut pc, key), version(&mut rc, key), "{key}");
+        assert_eq!(
+            version_of(&mut pc, key).expect("a version"),
+            version_of(&mut rc, key).expect("a version"),
+            "{key}"
+        );
     }
     let ttl_a: i64 = q(&mut pc, &["PTTL", "b"]);
     assert!(

@@ -5,6 +5,8 @@
 //! The layouts are the module's: `core::codec` (format 1) for the record, Redis's DUMP format
 //! (RDB module value, RDB version, CRC64) around it.
 
+#![allow(dead_code)]
+
 use std::path::Path;
 
 use redis::Connection;

@@ -1,151 +1,15 @@
-//! Helpers shared by `persistence.rs` and `replication.rs`: a fixture of entries in every state
-//! an entry can be in, snapshots of their observable state (CACHE.INSPECT, PEXPIRETIME,
-//! CACHE.GET, DEBUG DIGEST-VALUE, DEBUG DIGEST) and their comparison, crafted records
-//! (`support::records`), and INFO parsing.
+//! A fixture of entries in every state an entry can be in, snapshots of their observable state
+//! (CACHE.INSPECT, PEXPIRETIME, CACHE.GET, DEBUG DIGEST-VALUE, DEBUG DIGEST) and their
+//! comparison.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redis::Value;
+use redis::Connection;
 
-use crate::support::records::{restore, Record, HOUR_MS};
-use crate::support::{getx, server_ms, set, wait_until, Connection, Server};
-
-/// `CACHE.INSPECT key` as (field, value) pairs, in reply order.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Inspect(pub Vec<(String, Value)>);
-
-impl Inspect {
-    pub fn get(&self, field: &str) -> &Value {
-        self.0
-            .iter()
-            .find(|(f, _)| f == field)
-            .map(|(_, v)| v)
-            .unwrap_or_else(|| panic!("no field {field} in {self:?}"))
-    }
-
-    /// An integer field; `None` when nil.
-    pub fn int(&self, field: &str) -> Option<i64> {
-        match self.get(field) {
-            Value::Int(n) => Some(*n),
-            Value::Nil => None,
-            other => panic!("field {field} is not an integer: {other:?}"),
-        }
-    }
-
-    /// The same fields with the version forced to nil (to compare an entry with where
-    /// `COPY`, `RENAME`, `RESTORE` or `MIGRATE` put it, with a fresh version).
-    pub fn without_version(&self) -> Inspect {
-        Inspect(
-            self.0
-                .iter()
-                .map(|(f, v)| {
-                    let v = if f == "version" {
-                        Value::Nil
-                    } else {
-                        v.clone()
-                    };
-                    (f.clone(), v)
-                })
-                .collect(),
-        )
-    }
-
-    /// The same fields with the lease fields forced to nil (what a lease-less copy shows).
-    pub fn without_lease(&self) -> Inspect {
-        Inspect(
-            self.0
-                .iter()
-                .map(|(f, v)| {
-                    let v = if f.starts_with("lease-") {
-                        Value::Nil
-                    } else {
-                        v.clone()
-                    };
-                    (f.clone(), v)
-                })
-                .collect(),
-        )
-    }
-}
-
-pub fn inspect(c: &mut Connection, key: &str) -> Option<Inspect> {
-    let v: Value = redis::cmd("CACHE.INSPECT").arg(key).query(c).unwrap();
-    let items = match v {
-        Value::Nil => return None,
-        Value::Array(items) => items,
-        other => panic!("CACHE.INSPECT {key:?}: unexpected reply {other:?}"),
-    };
-    assert!(items.len() % 2 == 0, "odd CACHE.INSPECT reply {items:?}");
-    let mut pairs = Vec::new();
-    for pair in items.chunks(2) {
-        let name = match &pair[0] {
-            Value::SimpleString(s) => s.clone(),
-            Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-            other => panic!("CACHE.INSPECT field name {other:?}"),
-        };
-        pairs.push((name, pair[1].clone()));
-    }
-    Some(Inspect(pairs))
-}
-
-pub fn pexpiretime(c: &mut Connection, key: &str) -> i64 {
-    redis::cmd("PEXPIRETIME").arg(key).query(c).unwrap()
-}
-
-pub fn cache_get(c: &mut Connection, key: &str) -> Option<Vec<u8>> {
-    redis::cmd("CACHE.GET").arg(key).query(c).unwrap()
-}
-
-pub fn digest_value(c: &mut Connection, key: &str) -> String {
-    let v: Vec<String> = redis::cmd("DEBUG")
-        .arg("DIGEST-VALUE")
-        .arg(key)
-        .query(c)
-        .unwrap();
-    v.into_iter().next().unwrap_or_default()
-}
-
-pub fn exists(c: &mut Connection, key: &str) -> bool {
-    let n: i64 = redis::cmd("EXISTS").arg(key).query(c).unwrap();
-    n == 1
-}
-
-pub fn dbsize(c: &mut Connection) -> i64 {
-    redis::cmd("DBSIZE").query(c).unwrap()
-}
-
-/// `CACHE.SET ... TOKEN t`: the version, or None when refused.
-pub fn fill(c: &mut Connection, key: &str, value: &[u8], token: u64) -> Option<u64> {
-    let t = token.to_string();
-    set(c, key, value, &["PX", "3600000", "TOKEN", &t])
-}
-
-/// One field of `INFO <section>`, as text.
-pub fn info_field(c: &mut Connection, section: &str, field: &str) -> Option<String> {
-    let text: String = redis::cmd("INFO").arg(section).query(c).unwrap();
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| *k == field)
-        .map(|(_, v)| v.trim().to_string())
-}
-
-pub fn info_int(c: &mut Connection, section: &str, field: &str) -> i64 {
-    info_field(c, section, field)
-        .unwrap_or_else(|| panic!("INFO {section} has no {field}"))
-        .parse()
-        .unwrap_or_else(|e| panic!("INFO {section} {field}: {e}"))
-}
-
-/// `cache_last_id`: the largest id the server has issued or seen.
-pub fn last_id(c: &mut Connection) -> u64 {
-    info_int(c, "cache", "cache_last_id") as u64
-}
-
-pub fn live_entries(c: &mut Connection) -> i64 {
-    info_int(c, "cache", "cache_entries")
-}
+use super::commands::*;
+use super::records::{restore, Record, HOUR_MS};
 
 /// An id an hour ahead of this server's clock, as if issued by a server whose clock runs
 /// ahead: still one a client's RESTORE may bring (up to a day ahead is taken).
@@ -225,30 +89,30 @@ pub fn fill_fixture(c: &mut Connection, p: &str) -> Fixture {
     let long = HOUR_MS.to_string();
 
     // A plain value.
-    set(c, &k("plain"), b"hello", &["EX", "3600"]).unwrap();
+    set(c, k("plain"), b"hello", &["EX", "3600"]).unwrap();
     f.keys.push(k("plain"));
     // Binary value under a binary key.
     let bin_key = k("bin\0key\u{ff}");
     set(c, &bin_key, &binary_value(), &["PX", &long, "GRACE", "0"]).unwrap();
     f.keys.push(bin_key);
     // The empty value.
-    set(c, &k("empty"), b"", &["EX", "3600"]).unwrap();
+    set(c, k("empty"), b"", &["EX", "3600"]).unwrap();
     f.keys.push(k("empty"));
     // GRACE and DELTA.
     set(
         c,
-        &k("graced"),
+        k("graced"),
         b"g",
         &["PX", &long, "GRACE", "30000", "DELTA", "250"],
     )
     .unwrap();
     f.keys.push(k("graced"));
     // A large value.
-    set(c, &k("big"), &big_value(), &["EX", "3600"]).unwrap();
+    set(c, k("big"), &big_value(), &["EX", "3600"]).unwrap();
     f.keys.push(k("big"));
 
     // Pending: a lease and no value.
-    let (v, status, token) = getx(c, &k("pending"), &["LEASE", &long]);
+    let (v, status, token) = getx(c, k("pending"), &["LEASE", &long]);
     assert_eq!((v, status.as_str()), (None, "MISS"));
     f.live.push((k("pending"), token.unwrap()));
     f.keys.push(k("pending"));
@@ -256,7 +120,7 @@ pub fn fill_fixture(c: &mut Connection, p: &str) -> Fixture {
     // A fresh value with an outstanding early-refresh lease.
     set(
         c,
-        &k("refresh"),
+        k("refresh"),
         b"r",
         &["EX", "3600", "DELTA", "1000000000"],
     )
@@ -266,9 +130,9 @@ pub fn fill_fixture(c: &mut Connection, p: &str) -> Fixture {
     f.keys.push(k("refresh"));
 
     // A stale value (in grace) with an outstanding lease.
-    set(c, &k("stale"), b"s", &["PX", "1", "GRACE", &long]).unwrap();
+    set(c, k("stale"), b"s", &["PX", "1", "GRACE", &long]).unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    let (v, status, token) = getx(c, &k("stale"), &["LEASE", &long]);
+    let (v, status, token) = getx(c, k("stale"), &["LEASE", &long]);
     assert_eq!((v.as_deref(), status.as_str()), (Some(&b"s"[..]), "STALE"));
     f.live.push((
         k("stale"),
@@ -277,7 +141,7 @@ pub fn fill_fixture(c: &mut Connection, p: &str) -> Fixture {
     f.keys.push(k("stale"));
 
     // Filled through its lease (delta measured, no lease left).
-    let (_, status, token) = getx(c, &k("filled"), &["LEASE", &long]);
+    let (_, status, token) = getx(c, k("filled"), &["LEASE", &long]);
     assert_eq!(status, "MISS");
     let token = token.unwrap();
     fill(c, &k("filled"), b"f", token).expect("fill with the current lease");
@@ -285,20 +149,14 @@ pub fn fill_fixture(c: &mut Connection, p: &str) -> Fixture {
     f.keys.push(k("filled"));
 
     // Lease revoked by an authoritative write.
-    let (_, status, token) = getx(c, &k("revoked"), &["LEASE", &long]);
+    let (_, status, token) = getx(c, k("revoked"), &["LEASE", &long]);
     assert_eq!(status, "MISS");
-    set(c, &k("revoked"), b"authoritative", &["EX", "3600"]).unwrap();
+    set(c, k("revoked"), b"authoritative", &["EX", "3600"]).unwrap();
     f.dead.push((k("revoked"), token.unwrap()));
     f.keys.push(k("revoked"));
 
     // A value whose lease lapsed: still recorded in the entry, no longer active.
-    set(
-        c,
-        &k("lapsed"),
-        b"l",
-        &["EX", "3600", "DELTA", "1000000000"],
-    )
-    .unwrap();
+    set(c, k("lapsed"), b"l", &["EX", "3600", "DELTA", "1000000000"]).unwrap();
     let t = refresh_grant(c, &k("lapsed"), 1);
     std::thread::sleep(Duration::from_millis(10));
     f.dead.push((k("lapsed"), t));
@@ -487,56 +345,4 @@ pub fn assert_same(what: &str, a: &Snapshot, b: &Snapshot) {
     }
     assert!(report.is_empty(), "{what}:\n  {}", report.join("\n  "));
     assert_eq!(a.digest, b.digest, "{what}: DEBUG DIGEST differs");
-}
-
-// ---------------------------------------------------------------------------------------------
-// Replicas
-// ---------------------------------------------------------------------------------------------
-
-/// A replica of `primary`, its link up and counted online by the primary.
-pub fn start_replica(primary: &Server, extra: &[&str]) -> Server {
-    let port = primary.port.to_string();
-    let mut args = vec!["--replicaof", "127.0.0.1", &port];
-    args.extend_from_slice(extra);
-    let r = Server::start_with(&args);
-    wait_link_up(&r);
-    wait_online(primary);
-    r
-}
-
-/// The primary counts the replica as online (after a diskless sync, only from its first ACK:
-/// until then WAIT does not count it).
-pub fn wait_online(primary: &Server) {
-    let mut c = primary.conn();
-    let online = wait_until(Duration::from_secs(30), || {
-        info_field(&mut c, "replication", "slave0").is_some_and(|s| s.contains("state=online"))
-    });
-    assert!(online, "the primary never saw its replica online");
-}
-
-pub fn wait_link_up(r: &Server) {
-    let mut c = r.conn();
-    let up = wait_until(Duration::from_secs(30), || {
-        info_field(&mut c, "replication", "master_link_status").as_deref() == Some("up")
-    });
-    assert!(up, "replica never got its link up:\n{}", r.log());
-}
-
-pub fn wait_replicas(c: &mut Connection, n: i64) {
-    let acked: i64 = redis::cmd("WAIT").arg(n).arg(5000).query(c).unwrap();
-    assert_eq!(acked, n, "WAIT: replicas that acknowledged");
-}
-
-pub fn repl_offset(c: &mut Connection) -> i64 {
-    info_int(c, "replication", "master_repl_offset")
-}
-
-/// Waits until the replica has processed everything the primary has sent (without WAIT,
-/// which itself writes REPLCONF GETACK into the stream).
-pub fn wait_caught_up(p: &mut Connection, r: &mut Connection) {
-    let ok = wait_until(Duration::from_secs(10), || {
-        let want = repl_offset(p);
-        info_int(r, "replication", "slave_repl_offset") == want && repl_offset(p) == want
-    });
-    assert!(ok, "replica did not catch up");
 }
