@@ -21,6 +21,8 @@ pub enum CacheError {
     InvalidBeta,
     /// `TOKEN` that is not a positive 64-bit integer.
     InvalidToken,
+    /// A scan cursor that is not an unsigned 64-bit integer.
+    InvalidCursor,
     /// The key holds a value of another type.
     WrongType,
     /// A replicated or loaded entry record that does not decode.
@@ -51,6 +53,7 @@ impl std::fmt::Display for CacheError {
             }
             CacheError::InvalidBeta => write!(f, "ERR BETA must be a positive finite number"),
             CacheError::InvalidToken => write!(f, "ERR TOKEN must be a positive 64-bit integer"),
+            CacheError::InvalidCursor => write!(f, "ERR invalid cursor"),
             CacheError::WrongType => write!(
                 f,
                 "WRONGTYPE Operation against a key holding the wrong kind of value"

@@ -5,7 +5,7 @@ use redis_module::{InfoContext, RedisResult};
 
 use crate::stats::{self, Counter};
 use crate::storage::handover;
-use crate::storage::{datatype, ids};
+use crate::storage::{datatype, ids, tagindex};
 
 pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
     let fields: &[(&str, &Counter)] = &[
@@ -27,6 +27,8 @@ pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         ("lockget_handovers", &stats::LOCKGET_HANDOVERS),
         ("lockget_timeouts", &stats::LOCKGET_TIMEOUTS),
     ];
+    let (tags, tagged, index_bytes) =
+        tagindex::with(|ix| (ix.tag_count(), ix.tagged_entries(), ix.heap_bytes()));
     let mut section = ctx.builder().add_section("stats");
     for (name, counter) in fields {
         section = section.field(name, counter.get())?;
@@ -37,6 +39,9 @@ pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("entries", datatype::live_entries())?
         .field("lockget_parked", handover::parked() as i64)?
         .field("last_id", ids::last_id())?
+        .field("tags", tags as i64)?
+        .field("tagged_entries", tagged as i64)?
+        .field("tag_index_bytes", index_bytes as i64)?
         .build_section()?
         .build_info()?;
     Ok(())

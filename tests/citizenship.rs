@@ -32,7 +32,60 @@ const COMMANDS: &[(&str, &[&str], &[&str], i64)] = &[
     ("cache.del", &["k", "k2", "k3"], &["RM", "delete"], -2),
     ("cache.inspect", &["k"], &["RO", "access"], 2),
     ("cache.apply", &["k", "header"], &["RW", "update"], -3),
+    (
+        "cache.tagset",
+        &["k", "v", "PX", "1000", "TAGS", "t"],
+        &["RW", "update"],
+        -6,
+    ),
+    ("cache.tags", &["k"], &["RO", "access"], 2),
 ];
+
+/// The keyless commands: (name, arity).
+const KEYLESS: &[(&str, i64)] = &[("cache.tagcount", 2), ("cache.tagscan", -3)];
+
+/// Keyless commands declare no keys (cluster clients send them anywhere, ACL key patterns do
+/// not apply), are read-only, and have docs.
+#[test]
+fn keyless_commands_declare_no_keys() {
+    let s = Server::start();
+    let mut c = s.conn();
+    for (name, arity) in KEYLESS {
+        let reply: Value = redis::cmd("COMMAND")
+            .arg("INFO")
+            .arg(*name)
+            .query(&mut c)
+            .unwrap();
+        let info = items(&items(&reply)[0]);
+        assert_eq!(text(&info[1]), arity.to_string(), "{name} arity");
+        assert!(
+            strings(&info[2]).contains(&"readonly".to_string()),
+            "{name}"
+        );
+        assert_eq!(
+            (text(&info[3]), text(&info[4]), text(&info[5])),
+            ("0".into(), "0".into(), "0".into()),
+            "{name}: first, last, step"
+        );
+        assert!(items(&info[8]).is_empty(), "{name}: no key specs");
+        let r: redis::RedisResult<Vec<String>> = redis::cmd("COMMAND")
+            .arg("GETKEYS")
+            .arg(*name)
+            .arg("t")
+            .arg("0")
+            .query(&mut c);
+        assert!(r.is_err(), "{name}: GETKEYS finds keys: {r:?}");
+        let reply: Value = redis::cmd("COMMAND")
+            .arg("DOCS")
+            .arg(*name)
+            .query(&mut c)
+            .unwrap();
+        let doc = &items(&reply)[1];
+        assert!(!text(field(doc, "summary").unwrap()).is_empty(), "{name}");
+        let args = items(field(doc, "arguments").unwrap());
+        assert_eq!(text(field(&args[0], "name").unwrap()), "tag", "{name}");
+    }
+}
 
 fn text(v: &Value) -> String {
     match v {
@@ -198,6 +251,7 @@ fn writes_on(key: &str) -> Vec<(&'static str, redis::Cmd)> {
     cmd("CACHE.LOCKGET", &[]);
     cmd("CACHE.RELEASE", &["1"]);
     cmd("CACHE.DEL", &[]);
+    cmd("CACHE.TAGSET", &["v", "PX", "100000", "TAGS", "t"]);
     out
 }
 
@@ -241,7 +295,7 @@ fn key_pattern_permission_refuses_other_keys() {
     for (name, cmd) in writes_on("other:1") {
         assert!(is_noperm(cmd.query(&mut app)), "{name} on another key");
     }
-    for name in ["CACHE.GET", "CACHE.INSPECT"] {
+    for name in ["CACHE.GET", "CACHE.INSPECT", "CACHE.TAGS"] {
         let r = redis::cmd(name).arg("other:1").query(&mut app);
         assert!(is_noperm(r), "{name} on another key");
     }
@@ -315,7 +369,16 @@ fn acl_categories_where_the_server_has_them() {
         }
         return;
     }
-    assert_eq!(cat(&mut admin, "read"), ["cache.get", "cache.inspect"]);
+    assert_eq!(
+        cat(&mut admin, "read"),
+        [
+            "cache.get",
+            "cache.inspect",
+            "cache.tagcount",
+            "cache.tags",
+            "cache.tagscan"
+        ]
+    );
     assert_eq!(
         cat(&mut admin, "write"),
         [
@@ -324,14 +387,21 @@ fn acl_categories_where_the_server_has_them() {
             "cache.getx",
             "cache.lockget",
             "cache.release",
-            "cache.set"
+            "cache.set",
+            "cache.tagset"
         ]
     );
     assert_eq!(cat(&mut admin, "dangerous"), ["cache.apply"]);
     assert_eq!(cat(&mut admin, "blocking"), ["cache.lockget"]);
     assert_eq!(
         cat(&mut admin, "fast"),
-        ["cache.get", "cache.getx", "cache.release"]
+        [
+            "cache.get",
+            "cache.getx",
+            "cache.release",
+            "cache.tagcount",
+            "cache.tags"
+        ]
     );
 
     let _: () = redis::cmd("ACL")

@@ -12,15 +12,6 @@ use redis::Connection;
 use support::commands::*;
 use support::server::{repl_offset, start_replica, wait_caught_up, wait_until, Server};
 
-fn q<T: redis::FromRedisValue>(c: &mut Connection, args: &[&str]) -> T {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(c)
-        .unwrap_or_else(|e| panic!("{}: {e}", args.join(" ")))
-}
-
 /// `old` at `dst` (a later write than `src`'s, so a higher version), then `op` puts `src`'s
 /// entry on `dst`: the version there must be above `old`'s, and the value `src`'s.
 fn lands_with_a_fresh_version(c: &mut Connection, op: &[&str], dst_db: Option<&str>) {

@@ -18,6 +18,7 @@ pub mod register;
 pub mod release;
 pub mod set;
 pub mod spec;
+pub mod tags;
 
 use std::os::raw::c_int;
 

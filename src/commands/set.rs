@@ -98,10 +98,18 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     };
     let now = ids::now_ms();
     let write = parse_write_options(opts, true, now)?;
-    match store(ctx, name, value, &write, now)? {
+    match store(ctx, name, value, &write, Tags::Keep, now)? {
         Some(version) => Ok(RedisValue::Integer(version as i64)),
         None => Ok(RedisValue::Null),
     }
+}
+
+/// What a write does with the tags of the entry it overwrites.
+pub enum Tags {
+    /// `CACHE.SET`: the entry keeps its tags (a refresh stays reachable by them).
+    Keep,
+    /// `CACHE.TAGSET`: the entry carries exactly these from now on.
+    Replace(Vec<Vec<u8>>),
 }
 
 /// Stores a write at `name` and replicates it; `None` when a TOKEN fill is refused.
@@ -111,6 +119,7 @@ pub fn store(
     name: &Arg,
     value: &Arg,
     write: &Write,
+    tags: Tags,
     now: i64,
 ) -> Result<Option<u64>, CacheError> {
     let mut key = open_entry_writable(ctx, name)?;
@@ -138,13 +147,27 @@ pub fn store(
         Some(e) => {
             e.overwrite(plan, bytes, version)
                 .map_err(|_| CacheError::Internal)?;
+            let retagged = match tags {
+                Tags::Replace(t) => {
+                    e.tags = t;
+                    true
+                }
+                Tags::Keep => false,
+            };
             replicate::entry_written(ctx, name, e, Some(value));
             let expires = e.key_expires_at();
             key.set_expiry(expires);
+            if retagged {
+                key.reindex();
+            }
         }
         None => {
             let owned = copy_value(bytes).map_err(|_| CacheError::Internal)?;
-            let entry = plan.into_entry(owned, version, Vec::new());
+            let tags = match tags {
+                Tags::Replace(t) => t,
+                Tags::Keep => Vec::new(),
+            };
+            let entry = plan.into_entry(owned, version, tags);
             replicate::entry_written(ctx, name, &entry, Some(value));
             key.store(entry, Ttl::FromEntry);
         }

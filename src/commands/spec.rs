@@ -148,6 +148,20 @@ impl ArgSpec {
         }
     }
 
+    /// `TOKEN name [name ...]`.
+    pub const fn keyword_multiple(
+        token: &'static CStr,
+        name: &'static CStr,
+        kind: ArgKind,
+    ) -> ArgSpec {
+        ArgSpec {
+            name,
+            kind,
+            token: Some(token),
+            presence: Presence::Multiple,
+        }
+    }
+
     /// `name [name ...]`.
     pub const fn multiple(name: &'static CStr, kind: ArgKind) -> ArgSpec {
         ArgSpec {

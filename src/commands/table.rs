@@ -4,7 +4,7 @@
 
 use super::spec::ArgKind::{Double, Integer, Key, OneOf, String};
 use super::spec::{ArgSpec, CommandSpec, KeyAccess, Keys};
-use super::{apply, del, get, getx, inspect, lockget, release, set};
+use super::{apply, del, get, getx, inspect, lockget, release, set, tags};
 
 const SINCE: &std::ffi::CStr = c"0.1.0";
 
@@ -12,6 +12,17 @@ const SINCE: &std::ffi::CStr = c"0.1.0";
 const TTL: &[ArgSpec] = &[
     ArgSpec::keyword(c"EX", c"seconds", Integer),
     ArgSpec::keyword(c"PX", c"milliseconds", Integer),
+];
+
+/// `CACHE.TAGSET`'s arguments; `CACHE.SET`'s are the same without `TAGS`.
+const TAGSET_ARGS: &[ArgSpec] = &[
+    ArgSpec::required(c"key", Key),
+    ArgSpec::required(c"value", String),
+    ArgSpec::required(c"expiration", OneOf(TTL)),
+    ArgSpec::option(c"GRACE", c"grace-ms", Integer),
+    ArgSpec::option(c"DELTA", c"delta-ms", Integer),
+    ArgSpec::option(c"TOKEN", c"token", Integer),
+    ArgSpec::keyword_multiple(c"TAGS", c"tag", String),
 ];
 
 pub const COMMANDS: &[CommandSpec] = &[
@@ -25,14 +36,19 @@ pub const COMMANDS: &[CommandSpec] = &[
         summary: c"Stores a value with a TTL and grace; with TOKEN, a fill stored only while that lease is current.",
         complexity: c"O(1), plus O(N) for N callers parked in CACHE.LOCKGET on the key",
         since: SINCE,
-        args: &[
-            ArgSpec::required(c"key", Key),
-            ArgSpec::required(c"value", String),
-            ArgSpec::required(c"expiration", OneOf(TTL)),
-            ArgSpec::option(c"GRACE", c"grace-ms", Integer),
-            ArgSpec::option(c"DELTA", c"delta-ms", Integer),
-            ArgSpec::option(c"TOKEN", c"token", Integer),
-        ],
+        args: TAGSET_ARGS.split_at(6).0,
+    },
+    CommandSpec {
+        name: c"cache.tagset",
+        entry: entry_point!(tags::tagset),
+        flags: c"write deny-oom",
+        acl_categories: c"write slow",
+        arity: -6,
+        keys: Keys::First(KeyAccess::Update),
+        summary: c"As CACHE.SET, and the entry carries exactly these tags from now on.",
+        complexity: c"O(T) for T tags, plus O(N) for N callers parked in CACHE.LOCKGET on the key",
+        since: SINCE,
+        args: TAGSET_ARGS,
     },
     CommandSpec {
         name: c"cache.get",
@@ -131,6 +147,46 @@ pub const COMMANDS: &[CommandSpec] = &[
             ArgSpec::required(c"key", Key),
             ArgSpec::required(c"header", String),
             ArgSpec::optional(c"value", String),
+        ],
+    },
+    CommandSpec {
+        name: c"cache.tags",
+        entry: entry_point!(tags::tags),
+        flags: c"readonly fast",
+        acl_categories: c"read fast",
+        arity: 2,
+        keys: Keys::First(KeyAccess::Read),
+        summary: c"The entry's tags, or an empty array.",
+        complexity: c"O(T) for T tags",
+        since: SINCE,
+        args: &[ArgSpec::required(c"key", Key)],
+    },
+    CommandSpec {
+        name: c"cache.tagcount",
+        entry: entry_point!(tags::tagcount),
+        flags: c"readonly fast",
+        acl_categories: c"read fast",
+        arity: 2,
+        keys: Keys::None,
+        summary: c"How many live entries of the database carry the tag.",
+        complexity: c"O(1)",
+        since: SINCE,
+        args: &[ArgSpec::required(c"tag", String)],
+    },
+    CommandSpec {
+        name: c"cache.tagscan",
+        entry: entry_point!(tags::tagscan),
+        flags: c"readonly",
+        acl_categories: c"read slow",
+        arity: -3,
+        keys: Keys::None,
+        summary: c"The keys of live entries that carry the tag, SCAN-style: [next-cursor, [key ...]].",
+        complexity: c"O(COUNT) per call (O(log N) to find the cursor among N members)",
+        since: SINCE,
+        args: &[
+            ArgSpec::required(c"tag", String),
+            ArgSpec::required(c"cursor", Integer),
+            ArgSpec::option(c"COUNT", c"count", Integer),
         ],
     },
 ];

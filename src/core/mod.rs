@@ -5,6 +5,7 @@ pub mod codec;
 pub mod entry;
 pub mod lock;
 pub mod number;
+pub mod tags;
 pub mod version;
 pub mod waiters;
 pub mod xfetch;

@@ -12,8 +12,9 @@ use redis_module::raw;
 
 use super::arg::Arg;
 use super::ids;
-use super::landing::{self, Counted};
 use super::server::{self, LoadSource};
+use super::tagindex;
+use super::unlinked::{self, Counted};
 use crate::core::codec::{self, ValueSlot};
 use crate::core::entry::Entry;
 use crate::guard;
@@ -228,12 +229,13 @@ pub fn free_entry(value: *mut Entry) {
 /// A key leaves the keyspace (DEL, UNLINK, expiry, eviction, overwrite by another command):
 /// its outstanding lease is revoked, or had already run out unfilled. Counted here because
 /// these paths never pass through a CACHE command.
-/// `RENAME` and `MOVE` unlink the source key too; `landing` takes the count back when its
+/// `RENAME` and `MOVE` unlink the source key too; `unlinked` takes the count back when its
 /// notification says the entry moved.
 unsafe extern "C" fn unlink(key: *mut raw::RedisModuleString, value: *const c_void) {
     guarded((), || {
         // SAFETY: Redis passes the value of the key leaving the keyspace (see `entry_at`).
         let entry = unsafe { entry_at(value) };
+        tagindex::forget(entry);
         let counted = match entry.lease.as_ref() {
             Some(lease) if lease.is_active(ids::now_ms()) => {
                 stats::LEASES_REVOKED.incr();
@@ -248,7 +250,7 @@ unsafe extern "C" fn unlink(key: *mut raw::RedisModuleString, value: *const c_vo
         if !key.is_null() {
             // SAFETY: a non-null key name Redis passes is live for the callback.
             let name = unsafe { Arg::from_raw(key) };
-            landing::unlinked(name.as_slice(), counted);
+            unlinked::unlinked(name.as_slice(), counted);
         }
     })
 }

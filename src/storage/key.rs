@@ -9,6 +9,7 @@ use redis_module::{raw, Context};
 
 use super::arg::Arg;
 use super::datatype::{self, CACHE_TYPE};
+use super::{server, tagindex};
 use crate::core::entry::Entry;
 use crate::error::CacheError;
 
@@ -90,9 +91,12 @@ impl ReadKey {
     }
 }
 
-/// A key open for writing: empty, or holding an entry (never another type).
+/// A key open for writing: empty, or holding an entry (never another type). It knows its
+/// name and database, so that whatever it stores is re-indexed by tag.
 pub struct WriteKey {
     key: Key,
+    db: i32,
+    name: *mut raw::RedisModuleString,
 }
 
 impl WriteKey {
@@ -112,13 +116,23 @@ impl WriteKey {
         unsafe { self.key.value().as_mut() }
     }
 
+    /// The entry's tags changed in place (`CACHE.TAGSET` over an entry): the index follows.
+    pub fn reindex(&mut self) {
+        let (db, name) = (self.db, self.name);
+        if let Some(e) = self.entry() {
+            // SAFETY: `name` is the live argument the key was opened with.
+            tagindex::indexed(e, db, unsafe { Arg::from_raw(name) }.as_slice());
+        }
+    }
+
     /// Stores `entry`, replacing the entry the key holds (in place: Redis does not treat it
     /// as a delete of the key, so no unlink callback and no lease counted as revoked) or
     /// setting it on the empty key; `ttl` says whether the key's expiry follows the entry.
     pub fn store(&mut self, entry: Entry, ttl: Ttl) {
         let expires = entry.key_expires_at();
         let replace = self.holds_entry();
-        let ptr = datatype::into_raw(entry).cast::<c_void>();
+        let raw_entry = datatype::into_raw(entry);
+        let ptr = raw_entry.cast::<c_void>();
         let mt = *CACHE_TYPE.raw_type.borrow();
         // SAFETY: the key is open for writing; it holds our type (replace) or nothing (set),
         // as `holds_entry` and `open_entry_writable` established. The old value Redis hands
@@ -128,11 +142,15 @@ impl WriteKey {
                 let mut old: *mut c_void = std::ptr::null_mut();
                 raw::RedisModule_ModuleTypeReplaceValue.unwrap()(self.key.raw(), mt, ptr, &mut old);
                 if !old.is_null() {
+                    tagindex::forget(old.cast::<Entry>());
                     datatype::free_entry(old.cast::<Entry>());
                 }
             } else {
                 raw::RedisModule_ModuleTypeSetValue.unwrap()(self.key.raw(), mt, ptr);
             }
+            // The key now holds `raw_entry`, alive while Redis keeps it; `name` is the live
+            // argument the key was opened with.
+            tagindex::indexed(&*raw_entry, self.db, Arg::from_raw(self.name).as_slice());
         }
         if ttl == Ttl::FromEntry {
             self.set_expiry(expires);
@@ -178,7 +196,11 @@ pub fn open_entry_writable(ctx: &Context, name: &Arg) -> Result<WriteKey, CacheE
     let key = Key::open(ctx, name, raw::KeyMode::READ | raw::KeyMode::WRITE)
         .ok_or(CacheError::Internal)?;
     match key.kind() {
-        Kind::Empty | Kind::Entry => Ok(WriteKey { key }),
+        Kind::Empty | Kind::Entry => Ok(WriteKey {
+            key,
+            db: server::selected_db(ctx),
+            name: name.raw(),
+        }),
         Kind::Other => Err(CacheError::WrongType),
     }
 }

@@ -11,10 +11,6 @@
 //! jobs came with 7.2), so the notification only records the landing. The fresh version is
 //! given before the next command of this module runs in that database (so none of them ever
 //! sees the old one), or else by a timer in the same event-loop turn.
-//!
-//! Here too: `RENAME` and `MOVE` delete the source key, and Redis calls the type's `unlink`
-//! for it, which counts its live lease as revoked; the lease moved with the entry, so the
-//! `rename_from` / `move_from` notification that follows takes that count back.
 
 use std::cell::RefCell;
 
@@ -24,31 +20,14 @@ use super::arg::Arg;
 use super::key::{open_entry, open_entry_writable};
 use super::{ids, replicate, server};
 use crate::core::waiters::LineKey;
-use crate::stats;
-
-/// What `unlink` counted for the key it saw last.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counted {
-    Nothing,
-    Revoked,
-    Expired,
-}
 
 thread_local! {
     /// Landed entries still waiting for their fresh version (main thread only).
     static PENDING: RefCell<Vec<LineKey>> = const { RefCell::new(Vec::new()) };
-    /// The last key `unlink` saw and what it counted; the buffer is reused.
-    static LAST_UNLINK: RefCell<(Vec<u8>, Counted)> = const { RefCell::new((Vec::new(), Counted::Nothing)) };
 }
 
 pub fn has_pending() -> bool {
     PENDING.with(|p| !p.borrow().is_empty())
-}
-
-/// The selected database of `ctx`.
-fn db_of(ctx: &Context) -> i32 {
-    // SAFETY: a live context; the call only reads its client's database.
-    unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) }
 }
 
 /// A notification that an entry may have landed on `name` (in `ctx`'s database). Returns
@@ -62,7 +41,7 @@ pub fn landed(ctx: &Context, name: &Arg) -> bool {
         return false;
     }
     let key = LineKey {
-        db: db_of(ctx),
+        db: server::selected_db(ctx),
         key: name.as_slice().to_vec(),
     };
     PENDING.with(|p| {
@@ -112,7 +91,7 @@ pub fn refresh_before_command(ctx: &Context) {
     if ctx.get_flags().contains(ContextFlags::LUA) || !server::accepts_unprompted_writes(ctx) {
         return;
     }
-    for k in take(Some(db_of(ctx))) {
+    for k in take(Some(server::selected_db(ctx))) {
         // SAFETY: a live context; the string lives until freed below and `refresh` cannot
         // keep it.
         unsafe {
@@ -122,31 +101,4 @@ pub fn refresh_before_command(ctx: &Context) {
             raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
         }
     }
-}
-
-/// `unlink` saw `name` leave the keyspace and counted `counted` for its lease.
-pub fn unlinked(name: &[u8], counted: Counted) {
-    LAST_UNLINK.with(|l| {
-        let mut l = l.borrow_mut();
-        l.0.clear();
-        l.0.extend_from_slice(name);
-        l.1 = counted;
-    });
-}
-
-/// `name` was renamed or moved away: its entry (and lease) live on under the new name, so the
-/// lease `unlink` counted as revoked or expired just before is taken back.
-pub fn moved_away(name: &[u8]) {
-    LAST_UNLINK.with(|l| {
-        let mut l = l.borrow_mut();
-        if l.0 != name {
-            return;
-        }
-        match l.1 {
-            Counted::Revoked => stats::LEASES_REVOKED.take_back(),
-            Counted::Expired => stats::LEASES_EXPIRED.take_back(),
-            Counted::Nothing => {}
-        }
-        l.1 = Counted::Nothing;
-    });
 }

@@ -11,3 +11,5 @@ pub mod lease;
 pub mod notify;
 pub mod replicate;
 pub mod server;
+pub mod tagindex;
+pub mod unlinked;

@@ -76,3 +76,9 @@ pub fn load_source() -> LoadSource {
         LoadSource::Restore
     }
 }
+
+/// The database `ctx`'s client has selected (for a keyspace event: the event's database).
+pub fn selected_db(ctx: &Context) -> i32 {
+    // SAFETY: a live context; the call only reads its client's database.
+    unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) }
+}

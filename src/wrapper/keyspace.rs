@@ -7,10 +7,11 @@ use std::os::raw::{c_char, c_int, c_void};
 
 use redis_module::{raw, Context};
 
-use super::{blocked, on_key};
+use super::{blocked, on_key, rebuild};
 use crate::guard;
 use crate::storage::arg::Arg;
-use crate::storage::{landing, server};
+use crate::storage::key::open_entry;
+use crate::storage::{landing, server, tagindex, unlinked};
 
 /// How long the landing timer waits before it tries again while the server takes no writes.
 const RETRY_MS: i64 = 100;
@@ -20,12 +21,6 @@ thread_local! {
     static LANDING_TIMER: Cell<bool> = const { Cell::new(false) };
     /// The database of the last `move_from` event: the database of the client running `MOVE`.
     static MOVED_FROM_DB: Cell<Option<i32>> = const { Cell::new(None) };
-}
-
-/// The selected database of `ctx`.
-fn db_of(ctx: &Context) -> i32 {
-    // SAFETY: a live context; the call only reads its client's database.
-    unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) }
 }
 
 /// A generic, expiry or eviction event on `key`.
@@ -40,18 +35,24 @@ extern "C" fn on_keyspace_event(
             let ctx = Context::new(ctx);
             // SAFETY: Redis passes the event's name (a C string) and key, alive for the call.
             let (event, name) = unsafe { (CStr::from_ptr(event).to_bytes(), Arg::from_raw(key)) };
+            if matches!(event, b"copy_to" | b"rename_to" | b"move_to" | b"restore") {
+                // On every server, replicas and loads included: the index follows the entry.
+                if let Ok(Some(key)) = open_entry(&ctx, &name) {
+                    tagindex::indexed(key.entry(), server::selected_db(&ctx), name.as_slice());
+                }
+            }
             match event {
                 b"copy_to" | b"rename_to" | b"move_to" | b"restore"
                     if landing::landed(&ctx, &name) =>
                 {
                     arm_landing(&ctx, 0)
                 }
-                b"rename_from" | b"move_from" => landing::moved_away(name.as_slice()),
+                b"rename_from" | b"move_from" => unlinked::moved_away(name.as_slice()),
                 _ => {}
             }
             blocked::on_key_event(&ctx, &name);
             match event {
-                b"move_from" => MOVED_FROM_DB.set(Some(db_of(&ctx))),
+                b"move_from" => MOVED_FROM_DB.set(Some(server::selected_db(&ctx))),
                 // Valkey 8.1 runs this callback on the client that runs `MOVE`, selects the
                 // destination database on it for the event and leaves it there (fixed upstream
                 // in valkey-io/valkey#4024): the client would go on in the wrong database. Put
@@ -71,14 +72,50 @@ extern "C" fn on_keyspace_event(
     )
 }
 
-/// A flush or `SWAPDB`.
-extern "C" fn on_flush_or_swap(
+/// A flush, `SWAPDB`, or a load: the waiters all look again, and the tag index follows.
+extern "C" fn on_server_event(
     ctx: *mut raw::RedisModuleCtx,
-    _event: raw::RedisModuleEvent,
-    _subevent: u64,
-    _data: *mut c_void,
+    event: raw::RedisModuleEvent,
+    subevent: u64,
+    data: *mut c_void,
 ) {
-    guard::catch(|| blocked::on_flush_or_swap(&Context::new(ctx)), || ())
+    guard::catch(
+        || {
+            let ctx = Context::new(ctx);
+            match event.id {
+                raw::REDISMODULE_EVENT_FLUSHDB => {
+                    if subevent == raw::REDISMODULE_SUBEVENT_FLUSHDB_START {
+                        // SAFETY: Redis passes a RedisModuleFlushInfo with this event.
+                        let db = unsafe { (*data.cast::<raw::RedisModuleFlushInfo>()).dbnum };
+                        tagindex::with(|ix| if db < 0 { ix.clear() } else { ix.flush_db(db) });
+                    }
+                    blocked::on_flush_or_swap(&ctx);
+                }
+                raw::REDISMODULE_EVENT_SWAPDB => {
+                    // SAFETY: Redis passes a RedisModuleSwapDbInfo with this event.
+                    let (a, b) = unsafe {
+                        let si = &*data.cast::<raw::RedisModuleSwapDbInfo>();
+                        (si.dbnum_first, si.dbnum_second)
+                    };
+                    tagindex::with(|ix| ix.swap_db(a, b));
+                    blocked::on_flush_or_swap(&ctx);
+                }
+                raw::REDISMODULE_EVENT_LOADING => match subevent {
+                    raw::REDISMODULE_SUBEVENT_LOADING_ENDED
+                    | raw::REDISMODULE_SUBEVENT_LOADING_FAILED => rebuild::rebuild(&ctx),
+                    // RDB, AOF or full sync starting: what it loads replaces the keyspace.
+                    _ => tagindex::with(|ix| ix.clear()),
+                },
+                raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD
+                    if subevent == raw::REDISMODULE_SUBEVENT_REPL_ASYNC_LOAD_COMPLETED =>
+                {
+                    rebuild::rebuild(&ctx)
+                }
+                _ => {}
+            }
+        },
+        || (),
+    )
 }
 
 fn arm_landing(ctx: &Context, delay_ms: i64) {
@@ -143,15 +180,17 @@ pub fn subscribe(ctx: &Context) -> Result<(), &'static str> {
         for id in [
             raw::REDISMODULE_EVENT_FLUSHDB,
             raw::REDISMODULE_EVENT_SWAPDB,
+            raw::REDISMODULE_EVENT_LOADING,
+            raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD,
         ] {
             let event = raw::RedisModuleEvent { id, dataver: 1 };
             if raw::RedisModule_SubscribeToServerEvent.unwrap()(
                 ctx.ctx,
                 event,
-                Some(on_flush_or_swap),
+                Some(on_server_event),
             ) != ok
             {
-                return Err("cannot subscribe to flush and swapdb events");
+                return Err("cannot subscribe to flush, swapdb and loading events");
             }
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod blocked;
 pub mod keyspace;
+pub mod rebuild;
 
 use std::os::raw::c_char;
 

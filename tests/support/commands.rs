@@ -324,3 +324,79 @@ pub fn live_entries(c: &mut Connection) -> i64 {
 pub fn used_memory(c: &mut Connection) -> i64 {
     info_int(c, "memory", "used_memory")
 }
+
+// ---------------------------------------------------------------------------------------------
+// Tags
+// ---------------------------------------------------------------------------------------------
+
+/// `CACHE.TAGSET key value <opts...> TAGS <tags...>`: the new version, or `None` (refused fill).
+pub fn tagset(
+    c: &mut Connection,
+    key: &str,
+    value: &[u8],
+    opts: &[&str],
+    tags: &[&str],
+) -> Option<u64> {
+    redis::cmd("CACHE.TAGSET")
+        .arg(key)
+        .arg(value)
+        .arg(opts)
+        .arg("TAGS")
+        .arg(tags)
+        .query(c)
+        .unwrap()
+}
+
+/// `CACHE.TAGS key`, sorted.
+pub fn tags_of(c: &mut Connection, key: &str) -> Vec<String> {
+    let mut t: Vec<String> = redis::cmd("CACHE.TAGS").arg(key).query(c).unwrap();
+    t.sort();
+    t
+}
+
+/// `CACHE.TAGCOUNT tag`.
+pub fn tagcount(c: &mut Connection, tag: &str) -> i64 {
+    redis::cmd("CACHE.TAGCOUNT").arg(tag).query(c).unwrap()
+}
+
+/// One `CACHE.TAGSCAN tag cursor COUNT count` call: the next cursor and the keys.
+pub fn tagscan(c: &mut Connection, tag: &str, cursor: u64, count: usize) -> (u64, Vec<String>) {
+    let (next, keys): (String, Vec<String>) = redis::cmd("CACHE.TAGSCAN")
+        .arg(tag)
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(count)
+        .query(c)
+        .unwrap();
+    (next.parse().expect("a numeric cursor"), keys)
+}
+
+/// Every key `CACHE.TAGSCAN` returns for `tag`, from cursor 0 to 0, sorted and deduplicated.
+pub fn tagscan_all(c: &mut Connection, tag: &str) -> Vec<String> {
+    let mut all = std::collections::BTreeSet::new();
+    let mut cursor = 0;
+    loop {
+        let (next, keys) = tagscan(c, tag, cursor, 100);
+        all.extend(keys);
+        if next == 0 {
+            return all.into_iter().collect();
+        }
+        cursor = next;
+    }
+}
+
+/// `INFO cache`'s tag index figures: (tags, tagged entries, index bytes).
+pub fn tag_index(c: &mut Connection) -> (i64, i64, i64) {
+    let i = info_cache(c);
+    (i["tags"], i["tagged_entries"], i["tag_index_bytes"])
+}
+
+/// Any command given as words; panics (naming the command) on an error reply.
+pub fn q<T: redis::FromRedisValue>(c: &mut Connection, args: &[&str]) -> T {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(c)
+        .unwrap_or_else(|e| panic!("{}: {e}", args.join(" ")))
+}

@@ -1,0 +1,99 @@
+//! The tag commands:
+//!
+//! - `CACHE.TAGSET key value (EX s | PX ms) [GRACE ms] [DELTA ms] [TOKEN token] TAGS tag [tag ...]`:
+//!   as `CACHE.SET`, and the entry carries exactly these tags from now on.
+//! - `CACHE.TAGS key`: the entry's tags, or an empty array.
+//! - `CACHE.TAGCOUNT tag`: how many live entries of the database carry the tag.
+//! - `CACHE.TAGSCAN tag cursor [COUNT n]`: their keys, SCAN-style.
+
+use redis_module::{Context, RedisResult, RedisValue};
+
+use super::set::{parse_write_options, store, Tags};
+use crate::core::number::parse_i64;
+use crate::error::CacheError;
+use crate::storage::arg::Arg;
+use crate::storage::key::open_entry;
+use crate::storage::{ids, server, tagindex};
+
+/// `TAGSCAN`'s page size when `COUNT` is not given, as for `SCAN`.
+const DEFAULT_COUNT: usize = 10;
+
+pub fn tagset(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let [_, name, value, rest @ ..] = args else {
+        return Err(CacheError::Arity("cache.tagset").into());
+    };
+    // Option values are numbers, so the first `TAGS` is the keyword; the tags follow it.
+    let at = rest
+        .iter()
+        .position(|a| a.as_slice().eq_ignore_ascii_case(b"TAGS"))
+        .ok_or(CacheError::Missing("TAGS"))?;
+    let (opts, tags) = (&rest[..at], &rest[at + 1..]);
+    if tags.is_empty() {
+        return Err(CacheError::Missing("a tag after TAGS").into());
+    }
+    let now = ids::now_ms();
+    let write = parse_write_options(opts, true, now)?;
+    let mut owned: Vec<Vec<u8>> = Vec::with_capacity(tags.len());
+    for t in tags {
+        let t = t.as_slice();
+        if !owned.iter().any(|o| o == t) {
+            owned.push(t.to_vec());
+        }
+    }
+    match store(ctx, name, value, &write, Tags::Replace(owned), now)? {
+        Some(version) => Ok(RedisValue::Integer(version as i64)),
+        None => Ok(RedisValue::Null),
+    }
+}
+
+pub fn tags(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let [_, name] = args else {
+        return Err(CacheError::Arity("cache.tags").into());
+    };
+    let tags = match open_entry(ctx, name)? {
+        Some(key) => key
+            .entry()
+            .tags
+            .iter()
+            .map(|t| RedisValue::StringBuffer(t.clone()))
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(RedisValue::Array(tags))
+}
+
+pub fn tagcount(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let [_, tag] = args else {
+        return Err(CacheError::Arity("cache.tagcount").into());
+    };
+    let db = server::selected_db(ctx);
+    let n = tagindex::with(|ix| ix.count(db, tag.as_slice()));
+    Ok(RedisValue::Integer(n as i64))
+}
+
+pub fn tagscan(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let [_, tag, cursor, rest @ ..] = args else {
+        return Err(CacheError::Arity("cache.tagscan").into());
+    };
+    let cursor = std::str::from_utf8(cursor.as_slice())
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or(CacheError::InvalidCursor)?;
+    let count = match rest {
+        [] => DEFAULT_COUNT,
+        [opt, n] if opt.as_slice().eq_ignore_ascii_case(b"COUNT") => {
+            match parse_i64(n.as_slice()) {
+                Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
+                Some(_) => return Err(CacheError::Syntax.into()),
+                None => return Err(CacheError::NotInteger.into()),
+            }
+        }
+        _ => return Err(CacheError::Syntax.into()),
+    };
+    let db = server::selected_db(ctx);
+    let (next, keys) = tagindex::with(|ix| ix.scan(db, tag.as_slice(), cursor, count));
+    Ok(RedisValue::Array(vec![
+        RedisValue::StringBuffer(next.to_string().into_bytes()),
+        RedisValue::Array(keys.into_iter().map(RedisValue::StringBuffer).collect()),
+    ]))
+}

@@ -1,0 +1,349 @@
+//! The tag index: which live entries carry which tag, per database. Derived state: the
+//! entries hold their tags, and this index is kept true on every path by which an entry
+//! appears, changes its tags or goes, and rebuilt from the keyspace after a load.
+//!
+//! An entry is known by an opaque [`EntryId`] (the storage layer uses the entry's address,
+//! which Redis keeps while the value lives), so that a path that only sees the value (Redis's
+//! `unlink` callback) can take it out. Each membership has a sequence number from one counter:
+//! `scan` walks a tag's members in that order, so a cursor is just the next number to look at,
+//! and an entry that carries the tag for a whole iteration is returned at least once however
+//! the index changes meanwhile (a member added later gets a larger number).
+
+use std::collections::{BTreeMap, HashMap};
+
+/// Identifies a live entry (the storage layer's choice: its address).
+pub type EntryId = usize;
+
+/// What one indexed entry is: where it lives, and its memberships.
+#[derive(Debug, Clone)]
+struct Member {
+    db: i32,
+    key: Vec<u8>,
+    tags: Vec<(Vec<u8>, u64)>,
+}
+
+/// Approximate bytes per membership and per entry beyond their strings (map nodes, vectors).
+const PER_MEMBERSHIP: usize = 48;
+const PER_ENTRY: usize = 72;
+const PER_TAG: usize = 96;
+
+#[derive(Debug, Default, Clone)]
+pub struct TagIndex {
+    /// (db, tag) -> sequence number -> entry.
+    tags: HashMap<(i32, Vec<u8>), BTreeMap<u64, EntryId>>,
+    entries: HashMap<EntryId, Member>,
+    next_seq: u64,
+    bytes: usize,
+}
+
+impl TagIndex {
+    pub fn new() -> TagIndex {
+        TagIndex::default()
+    }
+
+    /// The entry `id`, at `key` in `db`, carries exactly `tags` now (none: it leaves the
+    /// index). Repeated tags count once.
+    pub fn set(&mut self, id: EntryId, db: i32, key: &[u8], tags: &[Vec<u8>]) {
+        self.remove(id);
+        if tags.is_empty() {
+            return;
+        }
+        let mut member = Member {
+            db,
+            key: key.to_vec(),
+            tags: Vec::with_capacity(tags.len()),
+        };
+        self.bytes += PER_ENTRY + key.len();
+        for tag in tags {
+            if member.tags.iter().any(|(t, _)| t == tag) {
+                continue;
+            }
+            self.next_seq += 1;
+            let seq = self.next_seq;
+            let set = self.tags.entry((db, tag.clone())).or_insert_with(|| {
+                self.bytes += PER_TAG + tag.len();
+                BTreeMap::new()
+            });
+            set.insert(seq, id);
+            self.bytes += PER_MEMBERSHIP + tag.len();
+            member.tags.push((tag.clone(), seq));
+        }
+        self.entries.insert(id, member);
+    }
+
+    /// The entry `id` is gone (or carries no tags any more). Whether it was indexed.
+    pub fn remove(&mut self, id: EntryId) -> bool {
+        let Some(member) = self.entries.remove(&id) else {
+            return false;
+        };
+        self.bytes -= PER_ENTRY + member.key.len();
+        for (tag, seq) in member.tags {
+            self.bytes -= PER_MEMBERSHIP + tag.len();
+            let k = (member.db, tag);
+            if let Some(set) = self.tags.get_mut(&k) {
+                set.remove(&seq);
+                if set.is_empty() {
+                    self.bytes -= PER_TAG + k.1.len();
+                    self.tags.remove(&k);
+                }
+            }
+        }
+        true
+    }
+
+    /// `FLUSHDB` of `db`.
+    pub fn flush_db(&mut self, db: i32) {
+        let ids: Vec<EntryId> = self
+            .entries
+            .iter()
+            .filter(|(_, m)| m.db == db)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.remove(id);
+        }
+    }
+
+    /// `FLUSHALL`, or a load that replaces the keyspace.
+    pub fn clear(&mut self) {
+        let next_seq = self.next_seq;
+        *self = TagIndex::new();
+        self.next_seq = next_seq;
+    }
+
+    /// `SWAPDB a b`: the entries of each database now live in the other.
+    pub fn swap_db(&mut self, a: i32, b: i32) {
+        if a == b {
+            return;
+        }
+        let swap = |db: i32| match db {
+            x if x == a => b,
+            x if x == b => a,
+            x => x,
+        };
+        for m in self.entries.values_mut() {
+            m.db = swap(m.db);
+        }
+        let tags = std::mem::take(&mut self.tags);
+        self.tags = tags
+            .into_iter()
+            .map(|((db, tag), set)| ((swap(db), tag), set))
+            .collect();
+    }
+
+    /// How many entries of `db` carry `tag`.
+    pub fn count(&self, db: i32, tag: &[u8]) -> usize {
+        // The map is keyed by owned tags; a lookup of a borrowed one needs the owned form.
+        self.tags.get(&(db, tag.to_vec())).map_or(0, |s| s.len())
+    }
+
+    /// Up to `count` keys of `db` carrying `tag`, from `cursor` on (0 starts), and the cursor
+    /// to go on from (0 when the walk is done).
+    pub fn scan(&self, db: i32, tag: &[u8], cursor: u64, count: usize) -> (u64, Vec<Vec<u8>>) {
+        let Some(set) = self.tags.get(&(db, tag.to_vec())) else {
+            return (0, Vec::new());
+        };
+        let mut keys = Vec::new();
+        let mut walk = set.range(cursor..);
+        for (seq, id) in walk.by_ref() {
+            keys.push(self.entries[id].key.clone());
+            if keys.len() >= count.max(1) {
+                let next = seq + 1;
+                let more = set.range(next..).next().is_some();
+                return (if more { next } else { 0 }, keys);
+            }
+        }
+        (0, keys)
+    }
+
+    /// The tags of the entry `id` as indexed.
+    pub fn tags_of(&self, id: EntryId) -> Vec<Vec<u8>> {
+        self.entries
+            .get(&id)
+            .map(|m| m.tags.iter().map(|(t, _)| t.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Distinct (database, tag) pairs.
+    pub fn tag_count(&self) -> usize {
+        self.tags.len()
+    }
+
+    /// Entries that carry at least one tag.
+    pub fn tagged_entries(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// An estimate of the index's heap bytes (0 when empty).
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn t(s: &str) -> Vec<u8> {
+        s.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn set_replaces_tags_and_remove_forgets() {
+        let mut ix = TagIndex::new();
+        ix.set(1, 0, b"a", &[t("x"), t("y"), t("x")]);
+        ix.set(2, 0, b"b", &[t("x")]);
+        assert_eq!((ix.count(0, b"x"), ix.count(0, b"y")), (2, 1));
+        ix.set(1, 0, b"a", &[t("z")]);
+        assert_eq!(
+            (ix.count(0, b"x"), ix.count(0, b"y"), ix.count(0, b"z")),
+            (1, 0, 1)
+        );
+        assert!(ix.remove(2));
+        assert!(!ix.remove(2));
+        ix.set(1, 0, b"a", &[]);
+        assert_eq!(
+            (ix.tag_count(), ix.tagged_entries(), ix.heap_bytes()),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn databases_are_apart_and_swap() {
+        let mut ix = TagIndex::new();
+        ix.set(1, 0, b"a", &[t("x")]);
+        ix.set(2, 3, b"a", &[t("x")]);
+        ix.set(3, 3, b"b", &[t("x")]);
+        assert_eq!((ix.count(0, b"x"), ix.count(3, b"x")), (1, 2));
+        ix.swap_db(0, 3);
+        assert_eq!((ix.count(0, b"x"), ix.count(3, b"x")), (2, 1));
+        ix.flush_db(0);
+        assert_eq!((ix.count(0, b"x"), ix.count(3, b"x")), (0, 1));
+        assert_eq!(ix.scan(3, b"x", 0, 10), (0, vec![t("a")]));
+        ix.clear();
+        assert_eq!(ix.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn scan_walks_in_pages_and_ends_at_zero() {
+        let mut ix = TagIndex::new();
+        for i in 0..25usize {
+            ix.set(i, 0, format!("k{i}").as_bytes(), &[t("x")]);
+        }
+        let mut seen = Vec::new();
+        let mut cursor = 0;
+        loop {
+            let (next, keys) = ix.scan(0, b"x", cursor, 10);
+            assert!(keys.len() <= 10);
+            seen.extend(keys);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        assert_eq!(seen.len(), 25);
+        assert_eq!(ix.scan(0, b"nope", 0, 10), (0, vec![]));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Set(usize, i32, u8, Vec<u8>),
+        Remove(usize),
+        FlushDb(i32),
+        Swap(i32, i32),
+        ScanStep(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0usize..12, 0i32..3, 0u8..8, proptest::collection::vec(0u8..4, 0..4))
+                .prop_map(|(id, db, k, tags)| Op::Set(id, db, k, tags)),
+            2 => (0usize..12).prop_map(Op::Remove),
+            1 => (0i32..3).prop_map(Op::FlushDb),
+            1 => (0i32..3, 0i32..3).prop_map(|(a, b)| Op::Swap(a, b)),
+            3 => (1usize..4).prop_map(Op::ScanStep),
+        ]
+    }
+
+    proptest! {
+        /// Against a plain model: counts agree after any sequence of changes, the index's
+        /// memory returns to 0 when it is empty, and a scan of tag 0 in db 0, run through the
+        /// changes, returns every entry that carried the tag there from its start to its end.
+        #[test]
+        fn agrees_with_a_model(ops in proptest::collection::vec(op(), 1..80)) {
+            let mut ix = TagIndex::new();
+            // id -> (db, key, tags)
+            let mut model: HashMap<usize, (i32, Vec<u8>, BTreeSet<u8>)> = HashMap::new();
+            let tag = |n: u8| vec![b't', n];
+            let members = |m: &HashMap<usize, (i32, Vec<u8>, BTreeSet<u8>)>| -> BTreeSet<usize> {
+                m.iter().filter(|(_, (db, _, ts))| *db == 0 && ts.contains(&0)).map(|(id, _)| *id).collect()
+            };
+            let mut cursor = 0u64;
+            let mut scanning = false;
+            let mut whole_time = members(&model);
+            let mut returned: BTreeSet<Vec<u8>> = BTreeSet::new();
+            for op in ops {
+                match op {
+                    Op::Set(id, db, k, ts) => {
+                        let key = vec![b'k', k];
+                        let tags: Vec<Vec<u8>> = ts.iter().map(|&n| tag(n)).collect();
+                        ix.set(id, db, &key, &tags);
+                        let set: BTreeSet<u8> = ts.into_iter().collect();
+                        if set.is_empty() { model.remove(&id); } else { model.insert(id, (db, key, set)); }
+                    }
+                    Op::Remove(id) => {
+                        prop_assert_eq!(ix.remove(id), model.remove(&id).is_some());
+                    }
+                    Op::FlushDb(db) => {
+                        ix.flush_db(db);
+                        model.retain(|_, (d, _, _)| *d != db);
+                    }
+                    Op::Swap(a, b) => {
+                        ix.swap_db(a, b);
+                        for (d, _, _) in model.values_mut() {
+                            if *d == a { *d = b } else if *d == b { *d = a }
+                        }
+                    }
+                    Op::ScanStep(count) => {
+                        if !scanning {
+                            scanning = true;
+                            cursor = 0;
+                            returned.clear();
+                            whole_time = members(&model);
+                        }
+                        let (next, keys) = ix.scan(0, &tag(0), cursor, count);
+                        returned.extend(keys);
+                        cursor = next;
+                        if next == 0 {
+                            // Every entry that carried the tag (at the same key) throughout.
+                            for id in &whole_time {
+                                if let Some((0, key, ts)) = model.get(id) {
+                                    if ts.contains(&0) {
+                                        prop_assert!(returned.contains(key), "{:?} not returned", key);
+                                    }
+                                }
+                            }
+                            scanning = false;
+                        }
+                    }
+                }
+                // Entries that changed key or lost the tag since the scan began are not owed.
+                whole_time.retain(|id| members(&model).contains(id));
+                for db in 0..3 {
+                    for n in 0..4u8 {
+                        let want = model.values().filter(|(d, _, ts)| *d == db && ts.contains(&n)).count();
+                        prop_assert_eq!(ix.count(db, &tag(n)), want);
+                    }
+                }
+                prop_assert_eq!(ix.tagged_entries(), model.len());
+            }
+            for id in 0..12 {
+                ix.remove(id);
+            }
+            prop_assert_eq!(ix.heap_bytes(), 0);
+            prop_assert_eq!(ix.tag_count(), 0);
+        }
+    }
+}
