@@ -58,6 +58,16 @@ redis.call('HSET', KEYS[1], 'lease', tok, 'lease_until', now + (tonumber(ARGV[2]
 return {v, status, tok}
 """
 
+# The client-side tag recipe (Laravel, Symfony's RedisTagAwareAdapter) in one script: the value
+# with its TTL, and the key added to one set per tag. KEYS[1] = entry; ARGV = value, px, tags.
+LUA_TAGSET = r"""
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+for i = 3, #ARGV do
+  redis.call('SADD', 'tag:' .. ARGV[i], KEYS[1])
+end
+return 1
+"""
+
 # Lua equivalent of CACHE.SET key value PX ms: a new version, the value, its freshness and
 # grace, any lease revoked (lease_until 0), key TTL = px + grace. Without a delta argument
 # the previous delta is kept. KEYS[1] = entry; ARGV = value, px, grace, [delta].
@@ -135,6 +145,7 @@ def main():
     c.call("HSET", "k:lua", "v", VALUE, "fresh_until", now_ms + 3600000, "delta", 1, "grace", 0)
     sha_x = c.call("SCRIPT", "LOAD", LUA_XFETCH).decode()
     sha_s = c.call("SCRIPT", "LOAD", LUA_SET).decode()
+    sha_t = c.call("SCRIPT", "LOAD", LUA_TAGSET).decode()
     if have_module:
         try:
             v = c.call("CACHE.SET", "k:cache", VALUE, "EX", 3600, "DELTA", 1)
@@ -153,6 +164,9 @@ def main():
         ("set", "`SET k:str2 v PX 60000`", ["SET", "k:str2", VALUE, "PX", "60000"]),
         ("cset", "`CACHE.SET k:cache2 v PX 60000`", ["CACHE.SET", "k:cache2", VALUE, "PX", "60000"]),
         ("luas", "`EVALSHA` SET over a hash", ["EVALSHA", sha_s, "1", "k:lua2", VALUE, "60000", str(grace_default)]),
+        ("ctag", "`CACHE.TAGSET k:tag v PX 60000 TAGS t1 t2 t3`",
+         ["CACHE.TAGSET", "k:tag", VALUE, "PX", "60000", "TAGS", "t1", "t2", "t3"]),
+        ("luat", "`EVALSHA` `SET PX` + 3 `SADD`", ["EVALSHA", sha_t, "1", "k:luatag", VALUE, "60000", "t1", "t2", "t3"]),
     ]
     if not have_module:
         cmds = [x for x in cmds if not x[2][0].startswith("CACHE.")]
@@ -173,7 +187,9 @@ def main():
     expect("luax", hit, "[value, HIT, nil]")
     expect("set", lambda r: r == "OK", "OK")
     expect("luas", lambda r: isinstance(r, int), "an integer version")
+    expect("luat", lambda r: r == 1, "1")
     if have_module:
+        expect("ctag", lambda r: isinstance(r, int), "an integer version")
         expect("cget", lambda r: r == VALUE_B, "the value")
         expect("getx", hit, "[value, HIT, nil]")
         expect("cset", lambda r: isinstance(r, int), "an integer version")
@@ -232,6 +248,7 @@ def main():
         ("`CACHE.GETX` (HIT) / Lua XFetch", "getx", "luax", 3.0),
         ("`CACHE.SET` / `SET ... PX`", "cset", "set", 0.75),
         ("`CACHE.SET` / Lua SET", "cset", "luas", None),
+        ("`CACHE.TAGSET` (3 tags) / Lua `SET PX` + 3 `SADD`", "ctag", "luat", 2.0),
     ]
     if not have_module:  # harness check: the Lua scripts against the native commands
         checks += [
