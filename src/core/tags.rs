@@ -14,23 +14,38 @@ use std::collections::{BTreeMap, HashMap};
 /// Identifies a live entry (the storage layer's choice: its address).
 pub type EntryId = usize;
 
-/// What one indexed entry is: where it lives, and its memberships.
+/// A (database, tag) pair, interned: memberships hold this instead of the tag's bytes.
+type TagId = u32;
+
+/// One (database, tag): its name and its members in sequence order.
+#[derive(Debug, Clone)]
+struct TagSet {
+    db: i32,
+    name: Box<[u8]>,
+    members: BTreeMap<u64, EntryId>,
+}
+
+/// What one indexed entry is: where it lives, and its memberships (tag, sequence number).
 #[derive(Debug, Clone)]
 struct Member {
     db: i32,
-    key: Vec<u8>,
-    tags: Vec<(Vec<u8>, u64)>,
+    key: Box<[u8]>,
+    tags: Box<[(TagId, u64)]>,
 }
 
-/// Approximate bytes per membership and per entry beyond their strings (map nodes, vectors).
-const PER_MEMBERSHIP: usize = 48;
-const PER_ENTRY: usize = 72;
-const PER_TAG: usize = 96;
+/// Approximate bytes beyond the strings: an entry (its map slot and boxes), a membership (a
+/// B-tree slot and its pair), a tag (its set and lookup slots).
+const PER_ENTRY: usize = 64;
+const PER_MEMBERSHIP: usize = 40;
+const PER_TAG: usize = 112;
 
 #[derive(Debug, Default, Clone)]
 pub struct TagIndex {
-    /// (db, tag) -> sequence number -> entry.
-    tags: HashMap<(i32, Vec<u8>), BTreeMap<u64, EntryId>>,
+    /// tag -> the databases it is used in, with their ids.
+    ids: HashMap<Box<[u8]>, Vec<(i32, TagId)>>,
+    /// TagId -> its set; `None` for a free slot (listed in `free`).
+    sets: Vec<Option<TagSet>>,
+    free: Vec<TagId>,
     entries: HashMap<EntryId, Member>,
     next_seq: u64,
     bytes: usize,
@@ -41,6 +56,51 @@ impl TagIndex {
         TagIndex::default()
     }
 
+    fn lookup(&self, db: i32, tag: &[u8]) -> Option<&TagSet> {
+        let (_, id) = self.ids.get(tag)?.iter().find(|(d, _)| *d == db)?;
+        self.sets[*id as usize].as_ref()
+    }
+
+    /// The id of (db, tag), made when it is new.
+    fn intern(&mut self, db: i32, tag: &[u8]) -> TagId {
+        if let Some((_, id)) = self.ids.get(tag).and_then(|v| v.iter().find(|(d, _)| *d == db)) {
+            return *id;
+        }
+        let set = TagSet {
+            db,
+            name: tag.into(),
+            members: BTreeMap::new(),
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.sets[id as usize] = Some(set);
+                id
+            }
+            None => {
+                self.sets.push(Some(set));
+                (self.sets.len() - 1) as TagId
+            }
+        };
+        self.ids.entry(tag.into()).or_default().push((db, id));
+        self.bytes += PER_TAG + 2 * tag.len();
+        id
+    }
+
+    /// Frees (db, tag) once it has no members.
+    fn release(&mut self, id: TagId) {
+        let Some(set) = self.sets[id as usize].take() else {
+            return;
+        };
+        self.bytes -= PER_TAG + 2 * set.name.len();
+        if let Some(v) = self.ids.get_mut(&set.name) {
+            v.retain(|(_, i)| *i != id);
+            if v.is_empty() {
+                self.ids.remove(&set.name);
+            }
+        }
+        self.free.push(id);
+    }
+
     /// The entry `id`, at `key` in `db`, carries exactly `tags` now (none: it leaves the
     /// index). Repeated tags count once.
     pub fn set(&mut self, id: EntryId, db: i32, key: &[u8], tags: &[Vec<u8>]) {
@@ -48,27 +108,28 @@ impl TagIndex {
         if tags.is_empty() {
             return;
         }
-        let mut member = Member {
-            db,
-            key: key.to_vec(),
-            tags: Vec::with_capacity(tags.len()),
-        };
-        self.bytes += PER_ENTRY + key.len();
+        let mut memberships: Vec<(TagId, u64)> = Vec::with_capacity(tags.len());
         for tag in tags {
-            if member.tags.iter().any(|(t, _)| t == tag) {
+            let tid = self.intern(db, tag);
+            if memberships.iter().any(|(t, _)| *t == tid) {
                 continue;
             }
             self.next_seq += 1;
             let seq = self.next_seq;
-            let set = self.tags.entry((db, tag.clone())).or_insert_with(|| {
-                self.bytes += PER_TAG + tag.len();
-                BTreeMap::new()
-            });
-            set.insert(seq, id);
-            self.bytes += PER_MEMBERSHIP + tag.len();
-            member.tags.push((tag.clone(), seq));
+            if let Some(set) = self.sets[tid as usize].as_mut() {
+                set.members.insert(seq, id);
+            }
+            memberships.push((tid, seq));
         }
-        self.entries.insert(id, member);
+        self.bytes += PER_ENTRY + key.len() + memberships.len() * PER_MEMBERSHIP;
+        self.entries.insert(
+            id,
+            Member {
+                db,
+                key: key.into(),
+                tags: memberships.into_boxed_slice(),
+            },
+        );
     }
 
     /// The entry `id` is gone (or carries no tags any more). Whether it was indexed.
@@ -76,16 +137,17 @@ impl TagIndex {
         let Some(member) = self.entries.remove(&id) else {
             return false;
         };
-        self.bytes -= PER_ENTRY + member.key.len();
-        for (tag, seq) in member.tags {
-            self.bytes -= PER_MEMBERSHIP + tag.len();
-            let k = (member.db, tag);
-            if let Some(set) = self.tags.get_mut(&k) {
-                set.remove(&seq);
-                if set.is_empty() {
-                    self.bytes -= PER_TAG + k.1.len();
-                    self.tags.remove(&k);
+        self.bytes -= PER_ENTRY + member.key.len() + member.tags.len() * PER_MEMBERSHIP;
+        for &(tid, seq) in member.tags.iter() {
+            let empty = match self.sets[tid as usize].as_mut() {
+                Some(set) => {
+                    set.members.remove(&seq);
+                    set.members.is_empty()
                 }
+                None => false,
+            };
+            if empty {
+                self.release(tid);
             }
         }
         true
@@ -124,32 +186,33 @@ impl TagIndex {
         for m in self.entries.values_mut() {
             m.db = swap(m.db);
         }
-        let tags = std::mem::take(&mut self.tags);
-        self.tags = tags
-            .into_iter()
-            .map(|((db, tag), set)| ((swap(db), tag), set))
-            .collect();
+        for set in self.sets.iter_mut().flatten() {
+            set.db = swap(set.db);
+        }
+        for v in self.ids.values_mut() {
+            for (db, _) in v.iter_mut() {
+                *db = swap(*db);
+            }
+        }
     }
 
     /// How many entries of `db` carry `tag`.
     pub fn count(&self, db: i32, tag: &[u8]) -> usize {
-        // The map is keyed by owned tags; a lookup of a borrowed one needs the owned form.
-        self.tags.get(&(db, tag.to_vec())).map_or(0, |s| s.len())
+        self.lookup(db, tag).map_or(0, |s| s.members.len())
     }
 
     /// Up to `count` keys of `db` carrying `tag`, from `cursor` on (0 starts), and the cursor
     /// to go on from (0 when the walk is done).
     pub fn scan(&self, db: i32, tag: &[u8], cursor: u64, count: usize) -> (u64, Vec<Vec<u8>>) {
-        let Some(set) = self.tags.get(&(db, tag.to_vec())) else {
+        let Some(set) = self.lookup(db, tag) else {
             return (0, Vec::new());
         };
         let mut keys = Vec::new();
-        let mut walk = set.range(cursor..);
-        for (seq, id) in walk.by_ref() {
-            keys.push(self.entries[id].key.clone());
+        for (seq, id) in set.members.range(cursor..) {
+            keys.push(self.entries[id].key.to_vec());
             if keys.len() >= count.max(1) {
                 let next = seq + 1;
-                let more = set.range(next..).next().is_some();
+                let more = set.members.range(next..).next().is_some();
                 return (if more { next } else { 0 }, keys);
             }
         }
@@ -160,13 +223,19 @@ impl TagIndex {
     pub fn tags_of(&self, id: EntryId) -> Vec<Vec<u8>> {
         self.entries
             .get(&id)
-            .map(|m| m.tags.iter().map(|(t, _)| t.clone()).collect())
+            .map(|m| {
+                m.tags
+                    .iter()
+                    .filter_map(|(t, _)| self.sets[*t as usize].as_ref())
+                    .map(|s| s.name.to_vec())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// Distinct (database, tag) pairs.
     pub fn tag_count(&self) -> usize {
-        self.tags.len()
+        self.sets.len() - self.free.len()
     }
 
     /// Entries that carry at least one tag.
