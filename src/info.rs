@@ -26,9 +26,19 @@ pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         ("lockget_wakeups", &stats::LOCKGET_WAKEUPS),
         ("lockget_handovers", &stats::LOCKGET_HANDOVERS),
         ("lockget_timeouts", &stats::LOCKGET_TIMEOUTS),
+        ("tag_invalidations", &stats::TAG_INVALIDATIONS),
+        ("tag_entries_invalidated", &stats::TAG_ENTRIES_INVALIDATED),
+        ("tag_entries_removed", &stats::TAG_REMOVED),
     ];
-    let (tags, tagged, index_bytes) =
-        tagindex::with(|ix| (ix.tag_count(), ix.tagged_entries(), ix.heap_bytes()));
+    let (tags, tagged, index_bytes, tombs, pending) = tagindex::with(|ix| {
+        (
+            ix.tag_count(),
+            ix.tagged_entries(),
+            ix.heap_bytes(),
+            ix.tombs().len(),
+            ix.pending_removal(),
+        )
+    });
     let mut section = ctx.builder().add_section("stats");
     for (name, counter) in fields {
         section = section.field(name, counter.get())?;
@@ -42,6 +52,8 @@ pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("tags", tags as i64)?
         .field("tagged_entries", tagged as i64)?
         .field("tag_index_bytes", index_bytes as i64)?
+        .field("tag_invalidations_in_force", tombs as i64)?
+        .field("tag_pending_removal", pending as i64)?
         .build_section()?
         .build_info()?;
     Ok(())

@@ -56,3 +56,7 @@ pub static LOCKGET_WAITS: Counter = Counter::new();
 pub static LOCKGET_WAKEUPS: Counter = Counter::new();
 pub static LOCKGET_HANDOVERS: Counter = Counter::new();
 pub static LOCKGET_TIMEOUTS: Counter = Counter::new();
+pub static TAG_INVALIDATIONS: Counter = Counter::new();
+pub static TAG_ENTRIES_INVALIDATED: Counter = Counter::new();
+/// Invalidated entries removed from the keyspace (by a slice, or by the next write to them).
+pub static TAG_REMOVED: Counter = Counter::new();

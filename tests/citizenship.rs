@@ -41,16 +41,20 @@ const COMMANDS: &[(&str, &[&str], &[&str], i64)] = &[
     ("cache.tags", &["k"], &["RO", "access"], 2),
 ];
 
-/// The keyless commands: (name, arity).
-const KEYLESS: &[(&str, i64)] = &[("cache.tagcount", 2), ("cache.tagscan", -3)];
+/// The keyless commands: (name, arity, whether it writes).
+const KEYLESS: &[(&str, i64, bool)] = &[
+    ("cache.tagcount", 2, false),
+    ("cache.tagscan", -3, false),
+    ("cache.taginvalidate", -2, true),
+];
 
 /// Keyless commands declare no keys (cluster clients send them anywhere, ACL key patterns do
-/// not apply), are read-only, and have docs.
+/// not apply), say whether they write, and have docs.
 #[test]
 fn keyless_commands_declare_no_keys() {
     let s = Server::start();
     let mut c = s.conn();
-    for (name, arity) in KEYLESS {
+    for (name, arity, writes) in KEYLESS {
         let reply: Value = redis::cmd("COMMAND")
             .arg("INFO")
             .arg(*name)
@@ -58,10 +62,8 @@ fn keyless_commands_declare_no_keys() {
             .unwrap();
         let info = items(&items(&reply)[0]);
         assert_eq!(text(&info[1]), arity.to_string(), "{name} arity");
-        assert!(
-            strings(&info[2]).contains(&"readonly".to_string()),
-            "{name}"
-        );
+        let flag = if *writes { "write" } else { "readonly" };
+        assert!(strings(&info[2]).contains(&flag.to_string()), "{name}");
         assert_eq!(
             (text(&info[3]), text(&info[4]), text(&info[5])),
             ("0".into(), "0".into(), "0".into()),
@@ -388,10 +390,15 @@ fn acl_categories_where_the_server_has_them() {
             "cache.lockget",
             "cache.release",
             "cache.set",
+            "cache.tagapply",
+            "cache.taginvalidate",
             "cache.tagset"
         ]
     );
-    assert_eq!(cat(&mut admin, "dangerous"), ["cache.apply"]);
+    assert_eq!(
+        cat(&mut admin, "dangerous"),
+        ["cache.apply", "cache.tagapply"]
+    );
     assert_eq!(cat(&mut admin, "blocking"), ["cache.lockget"]);
     assert_eq!(
         cat(&mut admin, "fast"),

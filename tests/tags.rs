@@ -168,6 +168,15 @@ fn bad_input_is_refused_and_changes_nothing() {
             &["CACHE.TAGSCAN", "t", "0", "MATCH", "x"],
             "ERR syntax error",
         ),
+        (&["CACHE.TAGINVALIDATE"], "ERR wrong number of arguments"),
+        (
+            &["CACHE.TAGAPPLY", "1", "2", "t"],
+            "ERR CACHE.TAGAPPLY is internal",
+        ),
+        (
+            &["CACHE.TAGAPPLY", "x", "y", "t"],
+            "ERR CACHE.TAGAPPLY is internal",
+        ),
     ] {
         let e = err(&mut c, args);
         assert!(

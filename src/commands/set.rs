@@ -13,7 +13,7 @@ use crate::error::CacheError;
 use crate::stats;
 use crate::storage::arg::Arg;
 use crate::storage::key::{open_entry_writable, Ttl};
-use crate::storage::{handover, ids, notify, replicate};
+use crate::storage::{handover, ids, notify, replicate, server, tagindex};
 
 /// The options every value-writing command shares.
 #[derive(Clone, Copy)]
@@ -131,6 +131,15 @@ pub fn store(
             return Ok(None);
         }
     };
+    // A fill may not bring back a tag invalidated after its lease was granted (the value it
+    // carries was read before the invalidation).
+    if let (Some(token), Tags::Replace(tags)) = (write.token, &tags) {
+        let db = server::selected_db(ctx);
+        if !tagindex::with(|ix| ix.fill_allowed(db, tags, token)) {
+            stats::FILLS_REFUSED.incr();
+            return Ok(None);
+        }
+    }
     // Before anything is counted or written: a write the clock cannot version is refused.
     let version = ids::next_id(now)?;
     match plan.lease_effect {

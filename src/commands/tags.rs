@@ -5,15 +5,24 @@
 //! - `CACHE.TAGS key`: the entry's tags, or an empty array.
 //! - `CACHE.TAGCOUNT tag`: how many live entries of the database carry the tag.
 //! - `CACHE.TAGSCAN tag cursor [COUNT n]`: their keys, SCAN-style.
+//! - `CACHE.TAGINVALIDATE tag [tag ...]`: every entry that carries one of the tags reads as
+//!   absent from the reply on, and is removed in slices (`wrapper::removal`).
+//! - `CACHE.TAGAPPLY id until-ms tag [tag ...]` (internal): an invalidation as replicated and
+//!   written to the AOF, with the id it was made at.
 
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::set::{parse_write_options, store, Tags};
 use crate::core::number::parse_i64;
+use crate::core::tags::Tomb;
+use crate::core::version::is_valid_id;
 use crate::error::CacheError;
+use crate::stats;
 use crate::storage::arg::Arg;
 use crate::storage::key::open_entry;
+use crate::storage::server::{origin, Origin};
 use crate::storage::{ids, server, tagindex};
+use crate::wrapper::removal;
 
 /// `TAGSCAN`'s page size when `COUNT` is not given, as for `SCAN`.
 const DEFAULT_COUNT: usize = 10;
@@ -96,4 +105,80 @@ pub fn tagscan(ctx: &Context, args: &[Arg]) -> RedisResult {
         RedisValue::StringBuffer(next.to_string().into_bytes()),
         RedisValue::Array(keys.into_iter().map(RedisValue::StringBuffer).collect()),
     ]))
+}
+
+pub fn taginvalidate(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let [_, tags @ ..] = args else {
+        return Err(CacheError::Arity("cache.taginvalidate").into());
+    };
+    if tags.is_empty() {
+        return Err(CacheError::Arity("cache.taginvalidate").into());
+    }
+    let now = ids::now_ms();
+    let tomb = Tomb {
+        id: ids::next_id(now)?,
+        // Every lease granted so far ends by then: after it, no fill from before this
+        // invalidation can come.
+        until_ms: tagindex::leases_end_by().max(now),
+    };
+    let n = invalidate(ctx, tags, tomb);
+    stats::TAG_INVALIDATIONS.incr();
+    stats::TAG_ENTRIES_INVALIDATED.add(n as u64);
+    replicate_invalidation(ctx, tomb, tags);
+    Ok(RedisValue::Integer(n as i64))
+}
+
+/// Applies an invalidation in the selected database; the number of entries it invalidated.
+fn invalidate(ctx: &Context, tags: &[Arg], tomb: Tomb) -> usize {
+    let db = server::selected_db(ctx);
+    let n = tagindex::with(|ix| {
+        tags.iter()
+            .map(|t| ix.invalidate(db, t.as_slice(), tomb))
+            .sum()
+    });
+    removal::arm(ctx);
+    n
+}
+
+/// The effect: `CACHE.TAGAPPLY id until-ms tag [tag ...]`.
+fn replicate_invalidation(ctx: &Context, tomb: Tomb, tags: &[Arg]) {
+    let raw_tags: Vec<*mut redis_module::raw::RedisModuleString> =
+        tags.iter().map(|t| t.raw()).collect();
+    // SAFETY: the format letters match the arguments: l = long long, v = an array of
+    // RedisModuleString* and its length; the strings are the command's live arguments.
+    unsafe {
+        redis_module::raw::RedisModule_Replicate.unwrap()(
+            ctx.ctx,
+            c"CACHE.TAGAPPLY".as_ptr(),
+            c"llv".as_ptr(),
+            tomb.id as std::os::raw::c_longlong,
+            tomb.until_ms as std::os::raw::c_longlong,
+            raw_tags.as_ptr(),
+            raw_tags.len(),
+        );
+    }
+}
+
+pub fn tagapply(ctx: &Context, args: &[Arg]) -> RedisResult {
+    if origin(ctx) == Origin::Client {
+        return Err(CacheError::InternalOnly("CACHE.TAGAPPLY").into());
+    }
+    let [_, id, until, tags @ ..] = args else {
+        return Err(CacheError::Arity("cache.tagapply").into());
+    };
+    if tags.is_empty() {
+        return Err(CacheError::Arity("cache.tagapply").into());
+    }
+    let id = parse_i64(id.as_slice())
+        .and_then(|v| u64::try_from(v).ok())
+        .filter(|v| *v > 0 && is_valid_id(*v))
+        .ok_or_else(|| CacheError::BadRecord("invalid invalidation id".into()))?;
+    let until_ms = parse_i64(until.as_slice())
+        .ok_or_else(|| CacheError::BadRecord("invalid invalidation end".into()))?;
+    ids::observe(id);
+    tagindex::lease_granted(until_ms);
+    let tomb = Tomb { id, until_ms };
+    invalidate(ctx, tags, tomb);
+    ctx.replicate_verbatim();
+    Ok(RedisValue::SimpleStringStatic("OK"))
 }

@@ -9,7 +9,7 @@
 //! and an entry that carries the tag for a whole iteration is returned at least once however
 //! the index changes meanwhile (a member added later gets a larger number).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// Identifies a live entry (the storage layer's choice: its address).
 pub type EntryId = usize;
@@ -49,6 +49,20 @@ pub struct TagIndex {
     entries: HashMap<EntryId, Member>,
     next_seq: u64,
     bytes: usize,
+    /// tag -> per database, the invalidation in force (see `Tomb`).
+    tombs: HashMap<Box<[u8]>, Vec<(i32, Tomb)>>,
+    /// Invalidated entries still in the keyspace, to be removed in slices: (db, key).
+    pending: VecDeque<(i32, Box<[u8]>)>,
+}
+
+/// A tag's invalidation: every entry of the database that carries the tag and has a version
+/// below `id` is invalidated (reads as absent, then removed), and a fill whose lease token is
+/// below `id` may not bring the tag back. Kept until the removal is done and `until_ms` (when
+/// every lease granted before the invalidation has ended) has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tomb {
+    pub id: u64,
+    pub until_ms: i64,
 }
 
 impl TagIndex {
@@ -63,7 +77,11 @@ impl TagIndex {
 
     /// The id of (db, tag), made when it is new.
     fn intern(&mut self, db: i32, tag: &[u8]) -> TagId {
-        if let Some((_, id)) = self.ids.get(tag).and_then(|v| v.iter().find(|(d, _)| *d == db)) {
+        if let Some((_, id)) = self
+            .ids
+            .get(tag)
+            .and_then(|v| v.iter().find(|(d, _)| *d == db))
+        {
             return *id;
         }
         let set = TagSet {
@@ -164,6 +182,11 @@ impl TagIndex {
         for id in ids {
             self.remove(id);
         }
+        for v in self.tombs.values_mut() {
+            v.retain(|(d, _)| *d != db);
+        }
+        self.tombs.retain(|_, v| !v.is_empty());
+        self.pending.retain(|(d, _)| *d != db);
     }
 
     /// `FLUSHALL`, or a load that replaces the keyspace.
@@ -171,6 +194,14 @@ impl TagIndex {
         let next_seq = self.next_seq;
         *self = TagIndex::new();
         self.next_seq = next_seq;
+    }
+
+    /// Drops the entries of the index but keeps the invalidations and their queue (a rebuild
+    /// from the keyspace after a load that brought the invalidations with it).
+    pub fn clear_entries(&mut self) {
+        let tombs = std::mem::take(&mut self.tombs);
+        self.clear();
+        self.tombs = tombs;
     }
 
     /// `SWAPDB a b`: the entries of each database now live in the other.
@@ -194,6 +225,109 @@ impl TagIndex {
                 *db = swap(*db);
             }
         }
+        for v in self.tombs.values_mut() {
+            for (db, _) in v.iter_mut() {
+                *db = swap(*db);
+            }
+        }
+        for (db, _) in self.pending.iter_mut() {
+            *db = swap(*db);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Invalidation
+    // -----------------------------------------------------------------------------------------
+
+    /// Invalidates `tag` in `db` as of `id`: its current members leave the index and queue for
+    /// removal. Returns how many entries it invalidated (an entry already invalidated through
+    /// another tag is not counted again).
+    pub fn invalidate(&mut self, db: i32, tag: &[u8], tomb: Tomb) -> usize {
+        let v = self.tombs.entry(tag.into()).or_default();
+        match v.iter_mut().find(|(d, _)| *d == db) {
+            Some((_, t)) => {
+                t.id = t.id.max(tomb.id);
+                t.until_ms = t.until_ms.max(tomb.until_ms);
+            }
+            None => v.push((db, tomb)),
+        }
+        let members: Vec<EntryId> = self
+            .lookup(db, tag)
+            .map(|s| s.members.values().copied().collect())
+            .unwrap_or_default();
+        for id in &members {
+            if let Some(m) = self.entries.get(id) {
+                self.pending.push_back((db, m.key.clone()));
+            }
+            self.remove(*id);
+        }
+        members.len()
+    }
+
+    /// The invalidation of `tag` in `db`, if one is in force.
+    pub fn tomb(&self, db: i32, tag: &[u8]) -> Option<Tomb> {
+        self.tombs
+            .get(tag)?
+            .iter()
+            .find(|(d, _)| *d == db)
+            .map(|(_, t)| *t)
+    }
+
+    pub fn has_tombs(&self) -> bool {
+        !self.tombs.is_empty()
+    }
+
+    /// Whether an entry of `db` with these tags and this version is invalidated.
+    pub fn is_invalidated(&self, db: i32, tags: &[Vec<u8>], version: u64) -> bool {
+        self.has_tombs()
+            && tags
+                .iter()
+                .any(|t| self.tomb(db, t).is_some_and(|tomb| version < tomb.id))
+    }
+
+    /// Whether a fill with lease `token` may carry these tags in `db`: not when one of them
+    /// was invalidated after the lease was granted.
+    pub fn fill_allowed(&self, db: i32, tags: &[Vec<u8>], token: u64) -> bool {
+        !self.is_invalidated(db, tags, token)
+    }
+
+    /// Every invalidation in force: (db, tag, tomb), for saving.
+    pub fn tombs(&self) -> Vec<(i32, Vec<u8>, Tomb)> {
+        self.tombs
+            .iter()
+            .flat_map(|(tag, v)| v.iter().map(move |(db, t)| (*db, tag.to_vec(), *t)))
+            .collect()
+    }
+
+    /// Queues the entry at `key` in `db` for removal (found invalidated by a rebuild).
+    pub fn queue_removal(&mut self, db: i32, key: &[u8]) {
+        self.pending.push_back((db, key.into()));
+    }
+
+    /// Up to `n` entries to remove next.
+    pub fn take_pending(&mut self, n: usize) -> Vec<(i32, Box<[u8]>)> {
+        let n = n.min(self.pending.len());
+        self.pending.drain(..n).collect()
+    }
+
+    pub fn pending_removal(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// With nothing left to remove, drops the invalidations whose leases have all ended by
+    /// `now_ms`. Returns when the next one may be dropped, if any remains.
+    pub fn drop_tombs(&mut self, now_ms: i64) -> Option<i64> {
+        if !self.pending.is_empty() {
+            return None;
+        }
+        for v in self.tombs.values_mut() {
+            v.retain(|(_, t)| t.until_ms >= now_ms);
+        }
+        self.tombs.retain(|_, v| !v.is_empty());
+        self.tombs
+            .values()
+            .flat_map(|v| v.iter().map(|(_, t)| t.until_ms))
+            .min()
     }
 
     /// How many entries of `db` carry `tag`.
@@ -314,6 +448,45 @@ mod tests {
         }
         assert_eq!(seen.len(), 25);
         assert_eq!(ix.scan(0, b"nope", 0, 10), (0, vec![]));
+    }
+
+    #[test]
+    fn invalidation_takes_members_out_and_fences_older_versions_and_leases() {
+        let mut ix = TagIndex::new();
+        ix.set(1, 0, b"a", &[t("x"), t("y")]);
+        ix.set(2, 0, b"b", &[t("x")]);
+        ix.set(3, 0, b"c", &[t("y")]);
+        ix.set(4, 1, b"a", &[t("x")]);
+        let tomb = Tomb {
+            id: 100,
+            until_ms: 5_000,
+        };
+        assert_eq!(ix.invalidate(0, b"x", tomb), 2);
+        // `a` went with x: invalidating y now counts only `c`.
+        assert_eq!(ix.invalidate(0, b"y", tomb), 1);
+        assert_eq!(
+            (ix.count(0, b"x"), ix.count(0, b"y"), ix.count(1, b"x")),
+            (0, 0, 1)
+        );
+        assert_eq!(ix.pending_removal(), 3);
+        assert!(ix.is_invalidated(0, &[t("x")], 99));
+        assert!(!ix.is_invalidated(0, &[t("x")], 100));
+        assert!(
+            !ix.is_invalidated(1, &[t("x")], 99),
+            "other databases are apart"
+        );
+        assert!(!ix.fill_allowed(0, &[t("z"), t("y")], 50));
+        assert!(ix.fill_allowed(0, &[t("z")], 50));
+        assert!(ix.fill_allowed(0, &[t("y")], 101));
+        // Tombs stay while removal is pending, then until their leases have ended.
+        assert_eq!(ix.drop_tombs(10_000), None);
+        assert_eq!(ix.tombs().len(), 2);
+        assert_eq!(ix.take_pending(2).len(), 2);
+        assert_eq!(ix.take_pending(5).len(), 1);
+        assert_eq!(ix.drop_tombs(1_000), Some(5_000));
+        assert_eq!(ix.drop_tombs(5_001), None);
+        assert!(!ix.has_tombs());
+        assert!(!ix.is_invalidated(0, &[t("x")], 1));
     }
 
     #[derive(Debug, Clone)]

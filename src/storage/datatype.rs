@@ -17,6 +17,8 @@ use super::tagindex;
 use super::unlinked::{self, Counted};
 use crate::core::codec::{self, ValueSlot};
 use crate::core::entry::Entry;
+use crate::core::tags::Tomb;
+use crate::core::version::is_valid_id;
 use crate::guard;
 use crate::stats;
 
@@ -41,10 +43,10 @@ pub static CACHE_TYPE: RedisType = RedisType::new(
         free: Some(free),
         mem_usage: Some(mem_usage),
         digest: Some(digest),
-        aux_load: None,
-        aux_save: None,
+        aux_load: Some(aux_load),
+        aux_save: Some(aux_save),
         aux_save2: None,
-        aux_save_triggers: 0,
+        aux_save_triggers: raw::REDISMODULE_AUX_BEFORE_RDB as c_int,
         free_effort: None,
         unlink: Some(unlink),
         copy: Some(copy),
@@ -77,6 +79,8 @@ pub fn observe_ids(entry: &Entry) {
     ids::observe(entry.version);
     if let Some(l) = &entry.lease {
         ids::observe(l.token);
+        // An invalidation must outlive this lease too (see `tagindex::lease_granted`).
+        tagindex::lease_granted(l.expires_ms);
     }
 }
 
@@ -188,6 +192,14 @@ unsafe extern "C" fn aof_rewrite(
     guarded((), || {
         // SAFETY: Redis passes the value of the key being rewritten (see `entry_at`).
         let entry = unsafe { entry_at(value) };
+        // SAFETY: `aof` is the handle of this callback.
+        let db = unsafe { raw::RedisModule_GetDbIdFromIO.unwrap()(aof) };
+        // SAFETY: as above.
+        unsafe { emit_invalidations(aof, db) };
+        if tagindex::invalidated(|| db, entry) {
+            // Invalidated and not removed yet: the rewritten AOF does not bring it back.
+            return;
+        }
         let header = codec::encode_aof_header(entry);
         let cmd = c"CACHE.APPLY".as_ptr();
         // SAFETY: the API pointers are set once by RedisModule_Init and only read after;
@@ -217,6 +229,116 @@ unsafe extern "C" fn aof_rewrite(
                 ),
             }
         }
+    })
+}
+
+thread_local! {
+    /// The databases whose invalidations this AOF rewrite has written. The rewrite runs in a
+    /// forked child, which starts from the parent's empty list each time.
+    static INVALIDATIONS_WRITTEN: std::cell::RefCell<Vec<c_int>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Writes the invalidations in force in `db` into the AOF being rewritten, once per database,
+/// before its first entry: replaying the rewritten file restores them (as `CACHE.TAGAPPLY`).
+///
+/// # Safety
+/// `aof` must be the handle of the `aof_rewrite` callback running now.
+unsafe fn emit_invalidations(aof: *mut raw::RedisModuleIO, db: c_int) {
+    let first = INVALIDATIONS_WRITTEN.with(|w| {
+        let mut w = w.borrow_mut();
+        let first = !w.contains(&db);
+        if first {
+            w.push(db);
+        }
+        first
+    });
+    if !first {
+        return;
+    }
+    for (tomb_db, tag, tomb) in tagindex::with(|ix| ix.tombs()) {
+        if tomb_db != db {
+            continue;
+        }
+        // SAFETY: `aof` is live (the caller's contract); l = long long, b = a buffer and its
+        // length, which outlives the call.
+        unsafe {
+            raw::RedisModule_EmitAOF.unwrap()(
+                aof,
+                c"CACHE.TAGAPPLY".as_ptr(),
+                c"llb".as_ptr(),
+                tomb.id as std::os::raw::c_longlong,
+                tomb.until_ms as std::os::raw::c_longlong,
+                tag.as_ptr().cast::<c_char>(),
+                tag.len(),
+            );
+        }
+    }
+}
+
+/// The version of the aux data (the invalidations in force) saved before the keys of an RDB.
+const AUX_VERSION: u64 = 1;
+
+/// Saves the invalidations in force, so that an RDB (a restart, `DEBUG RELOAD`, a full sync,
+/// an AOF with an RDB preamble) keeps invalidated entries absent until removed.
+unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
+    guarded((), || {
+        if when != raw::REDISMODULE_AUX_BEFORE_RDB as c_int {
+            return;
+        }
+        let tombs = tagindex::with(|ix| ix.tombs());
+        // SAFETY: `rdb` is the handle of this callback; the API pointers are set at load.
+        unsafe {
+            raw::RedisModule_SaveUnsigned.unwrap()(rdb, AUX_VERSION);
+            raw::RedisModule_SaveUnsigned.unwrap()(rdb, tombs.len() as u64);
+            for (db, tag, tomb) in &tombs {
+                raw::RedisModule_SaveSigned.unwrap()(rdb, i64::from(*db));
+                raw::save_slice(rdb, tag);
+                raw::RedisModule_SaveUnsigned.unwrap()(rdb, tomb.id);
+                raw::RedisModule_SaveSigned.unwrap()(rdb, tomb.until_ms);
+            }
+        }
+    })
+}
+
+/// Loads what `aux_save` wrote; an I/O error or an unknown version fails the load.
+unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int) -> c_int {
+    let ok = raw::REDISMODULE_OK as c_int;
+    let err = raw::REDISMODULE_ERR as c_int;
+    guarded(err, || {
+        if when != raw::REDISMODULE_AUX_BEFORE_RDB as c_int {
+            return ok;
+        }
+        if encver != ENCODING_VERSION {
+            return err;
+        }
+        // SAFETY: `rdb` is the handle of this callback; every read is checked for an I/O
+        // error before its value is used.
+        unsafe {
+            let io_error = || raw::RedisModule_IsIOError.unwrap()(rdb) != 0;
+            let version = raw::RedisModule_LoadUnsigned.unwrap()(rdb);
+            let count = raw::RedisModule_LoadUnsigned.unwrap()(rdb);
+            if io_error() || version != AUX_VERSION {
+                return err;
+            }
+            for _ in 0..count {
+                let db = raw::RedisModule_LoadSigned.unwrap()(rdb);
+                let Some(tag) = load_bytes(rdb) else {
+                    return err;
+                };
+                let id = raw::RedisModule_LoadUnsigned.unwrap()(rdb);
+                let until_ms = raw::RedisModule_LoadSigned.unwrap()(rdb);
+                if io_error() || !is_valid_id(id) {
+                    return err;
+                }
+                let Ok(db) = i32::try_from(db) else {
+                    return err;
+                };
+                ids::observe(id);
+                tagindex::lease_granted(until_ms);
+                tagindex::with(|ix| ix.invalidate(db, &tag, Tomb { id, until_ms }));
+            }
+        }
+        ok
     })
 }
 

@@ -9,9 +9,10 @@ use redis_module::{raw, Context};
 
 use super::arg::Arg;
 use super::datatype::{self, CACHE_TYPE};
-use super::{server, tagindex};
+use super::{notify, replicate, server, tagindex};
 use crate::core::entry::Entry;
 use crate::error::CacheError;
+use crate::stats;
 
 enum Kind {
     Empty,
@@ -185,7 +186,14 @@ pub fn open_entry(ctx: &Context, name: &Arg) -> Result<Option<ReadKey>, CacheErr
     };
     match key.kind() {
         Kind::Empty => Ok(None),
-        Kind::Entry => Ok(Some(ReadKey { key })),
+        Kind::Entry => {
+            let key = ReadKey { key };
+            // An entry invalidated by a tag reads as absent until its slice removes it.
+            if tagindex::invalidated(|| server::selected_db(ctx), key.entry()) {
+                return Ok(None);
+            }
+            Ok(Some(key))
+        }
         Kind::Other => Err(CacheError::WrongType),
     }
 }
@@ -195,12 +203,22 @@ pub fn open_entry(ctx: &Context, name: &Arg) -> Result<Option<ReadKey>, CacheErr
 pub fn open_entry_writable(ctx: &Context, name: &Arg) -> Result<WriteKey, CacheError> {
     let key = Key::open(ctx, name, raw::KeyMode::READ | raw::KeyMode::WRITE)
         .ok_or(CacheError::Internal)?;
-    match key.kind() {
-        Kind::Empty | Kind::Entry => Ok(WriteKey {
+    let mut key = match key.kind() {
+        Kind::Empty | Kind::Entry => WriteKey {
             key,
             db: server::selected_db(ctx),
             name: name.raw(),
-        }),
-        Kind::Other => Err(CacheError::WrongType),
+        },
+        Kind::Other => return Err(CacheError::WrongType),
+    };
+    // An entry invalidated by a tag is gone for every command: whatever is written now
+    // starts from an empty key. Its removal is an effect like any delete.
+    let db = key.db;
+    if key.entry().is_some_and(|e| tagindex::invalidated(|| db, e)) {
+        key.delete();
+        replicate::deleted(ctx, &[name]);
+        notify::del(ctx, name);
+        stats::TAG_REMOVED.incr();
     }
+    Ok(key)
 }

@@ -5,7 +5,7 @@ use redis_module::Context;
 
 use super::arg::Arg;
 use super::key::{Ttl, WriteKey};
-use super::{ids, notify, replicate};
+use super::{ids, notify, replicate, tagindex};
 use crate::core::entry::{self, Entry, Lease};
 use crate::error::CacheError;
 use crate::stats;
@@ -21,6 +21,7 @@ pub fn grant(
     lease_until: i64,
 ) -> Result<u64, CacheError> {
     let token = ids::next_id(now)?;
+    tagindex::lease_granted(lease_until);
     let lease = Lease {
         token,
         granted_ms: now,

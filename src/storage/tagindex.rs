@@ -16,13 +16,35 @@
 //! Main thread only: every path above runs there. (`free` may run on the lazy-free thread and
 //! never touches the index; a flush clears it from its event instead.)
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use crate::core::entry::Entry;
 use crate::core::tags::{EntryId, TagIndex};
 
 thread_local! {
     static INDEX: RefCell<TagIndex> = RefCell::new(TagIndex::new());
+    /// The latest end of any lease granted so far: an invalidation is kept until then, so
+    /// that no lease granted before it can bring its tags back.
+    static LEASE_HIGH_WATER: Cell<i64> = const { Cell::new(0) };
+}
+
+/// A lease was granted (or loaded) that ends at `expires_ms`.
+pub fn lease_granted(expires_ms: i64) {
+    LEASE_HIGH_WATER.set(LEASE_HIGH_WATER.get().max(expires_ms));
+}
+
+/// When every lease granted so far has ended.
+pub fn leases_end_by() -> i64 {
+    LEASE_HIGH_WATER.get()
+}
+
+/// Whether `entry` (in the database `db` gives) is invalidated by a tag: it reads as absent
+/// and is removed. Untagged entries never are, and cost no lookup.
+pub fn invalidated(db: impl FnOnce() -> i32, entry: &Entry) -> bool {
+    if entry.tags.is_empty() {
+        return false;
+    }
+    with(|ix| ix.has_tombs() && ix.is_invalidated(db(), &entry.tags, entry.version))
 }
 
 pub fn with<T>(f: impl FnOnce(&mut TagIndex) -> T) -> T {

@@ -6,6 +6,7 @@
 pub mod blocked;
 pub mod keyspace;
 pub mod rebuild;
+pub mod removal;
 
 use std::os::raw::c_char;
 

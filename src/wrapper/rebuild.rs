@@ -10,10 +10,13 @@ use crate::guard;
 use crate::storage::datatype::CACHE_TYPE;
 use crate::storage::tagindex::{self, id_of};
 
+use super::removal;
+
 /// Rebuilds the index from the keyspace (after a load): every database, every key of the
 /// module's type that carries tags.
 pub fn rebuild(ctx: &Context) {
-    tagindex::with(|ix| ix.clear());
+    // The invalidations came with the load (RDB aux data, AOF records): keep them.
+    tagindex::with(|ix| ix.clear_entries());
     // SAFETY: a live context of a server event (main thread); the cursor is freed below and
     // the callback only reads the keys Redis hands it.
     unsafe {
@@ -33,6 +36,9 @@ pub fn rebuild(ctx: &Context) {
             db += 1;
         }
         raw::RedisModule_SelectDb.unwrap()(ctx.ctx, original);
+    }
+    if tagindex::with(|ix| ix.pending_removal()) > 0 {
+        removal::arm(ctx);
     }
 }
 
@@ -67,7 +73,14 @@ extern "C" fn index_scanned(
                 let p = raw::RedisModule_StringPtrLen.unwrap()(name, &mut len);
                 let key_name = std::slice::from_raw_parts(p.cast::<u8>(), len);
                 let db = *data.cast::<i32>();
-                tagindex::with(|ix| ix.set(id_of(entry), db, key_name, &entry.tags));
+                tagindex::with(|ix| {
+                    // Invalidated before the save and not yet removed: removal goes on.
+                    if ix.is_invalidated(db, &entry.tags, entry.version) {
+                        ix.queue_removal(db, key_name);
+                    } else {
+                        ix.set(id_of(entry), db, key_name, &entry.tags);
+                    }
+                });
             }
         },
         || (),
