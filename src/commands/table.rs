@@ -197,7 +197,7 @@ pub const COMMANDS: &[CommandSpec] = &[
         arity: -2,
         keys: Keys::None,
         summary: c"Invalidates every entry that carries one of the tags: absent from the reply on, removed in slices. Reply: how many.",
-        complexity: c"O(N) for N entries invalidated (their removal runs later, in bounded slices)",
+        complexity: c"O(1) for one tag; O(N) over the members of the 2nd and later tags; the removal runs later, in bounded slices",
         since: SINCE,
         args: &[ArgSpec::multiple(c"tag", String)],
     },

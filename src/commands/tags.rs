@@ -131,11 +131,8 @@ pub fn taginvalidate(ctx: &Context, args: &[Arg]) -> RedisResult {
 /// Applies an invalidation in the selected database; the number of entries it invalidated.
 fn invalidate(ctx: &Context, tags: &[Arg], tomb: Tomb) -> usize {
     let db = server::selected_db(ctx);
-    let n = tagindex::with(|ix| {
-        tags.iter()
-            .map(|t| ix.invalidate(db, t.as_slice(), tomb))
-            .sum()
-    });
+    let tags: Vec<&[u8]> = tags.iter().map(|t| t.as_slice()).collect();
+    let n = tagindex::with(|ix| ix.invalidate(db, &tags, tomb));
     removal::arm(ctx);
     n
 }

@@ -51,8 +51,27 @@ pub struct TagIndex {
     bytes: usize,
     /// tag -> per database, the invalidation in force (see `Tomb`).
     tombs: HashMap<Box<[u8]>, Vec<(i32, Tomb)>>,
-    /// Invalidated entries still in the keyspace, to be removed in slices: (db, key).
-    pending: VecDeque<(i32, Box<[u8]>)>,
+    /// Invalidated entries still in the keyspace, to be removed in slices.
+    pending: VecDeque<(i32, Pending)>,
+    /// How many entries `pending` holds.
+    pending_len: usize,
+}
+
+/// Entries to remove: a whole tag's members as the invalidation took them (moved, not
+/// copied: the call is O(1) in the tag's size), or one key found by a rebuild.
+#[derive(Debug, Clone)]
+enum Pending {
+    Members(BTreeMap<u64, EntryId>),
+    Key(Box<[u8]>),
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        match self {
+            Pending::Members(m) => m.len(),
+            Pending::Key(_) => 1,
+        }
+    }
 }
 
 /// A tag's invalidation: every entry of the database that carries the tag and has a version
@@ -187,6 +206,7 @@ impl TagIndex {
         }
         self.tombs.retain(|_, v| !v.is_empty());
         self.pending.retain(|(d, _)| *d != db);
+        self.pending_len = self.pending.iter().map(|(_, p)| p.len()).sum();
     }
 
     /// `FLUSHALL`, or a load that replaces the keyspace.
@@ -239,29 +259,53 @@ impl TagIndex {
     // Invalidation
     // -----------------------------------------------------------------------------------------
 
-    /// Invalidates `tag` in `db` as of `id`: its current members leave the index and queue for
-    /// removal. Returns how many entries it invalidated (an entry already invalidated through
-    /// another tag is not counted again).
-    pub fn invalidate(&mut self, db: i32, tag: &[u8], tomb: Tomb) -> usize {
-        let v = self.tombs.entry(tag.into()).or_default();
-        match v.iter_mut().find(|(d, _)| *d == db) {
-            Some((_, t)) => {
-                t.id = t.id.max(tomb.id);
-                t.until_ms = t.until_ms.max(tomb.until_ms);
+    /// Invalidates `tags` in `db` as of `tomb.id`: their members queue for removal, moved out
+    /// of the tags' sets in O(1) per tag (the entries keep their other memberships until their
+    /// slice removes them). Returns how many entries it invalidated, each counted once: the
+    /// members of the second and later tags are checked against the earlier ones.
+    pub fn invalidate(&mut self, db: i32, tags: &[&[u8]], tomb: Tomb) -> usize {
+        let mut taken: Vec<TagId> = Vec::new();
+        let mut n = 0;
+        for tag in tags {
+            let v = self.tombs.entry((*tag).into()).or_default();
+            match v.iter_mut().find(|(d, _)| *d == db) {
+                Some((_, t)) => {
+                    t.id = t.id.max(tomb.id);
+                    t.until_ms = t.until_ms.max(tomb.until_ms);
+                }
+                None => v.push((db, tomb)),
             }
-            None => v.push((db, tomb)),
+            let Some((_, tid)) = self
+                .ids
+                .get(*tag)
+                .and_then(|v| v.iter().find(|(d, _)| *d == db))
+                .copied()
+            else {
+                continue;
+            };
+            let Some(set) = self.sets[tid as usize].as_mut() else {
+                continue;
+            };
+            let members = std::mem::take(&mut set.members);
+            n += if taken.is_empty() {
+                members.len()
+            } else {
+                members
+                    .values()
+                    .filter(|id| {
+                        !self
+                            .entries
+                            .get(*id)
+                            .is_some_and(|m| m.tags.iter().any(|(t, _)| taken.contains(t)))
+                    })
+                    .count()
+            };
+            self.release(tid);
+            taken.push(tid);
+            self.pending_len += members.len();
+            self.pending.push_back((db, Pending::Members(members)));
         }
-        let members: Vec<EntryId> = self
-            .lookup(db, tag)
-            .map(|s| s.members.values().copied().collect())
-            .unwrap_or_default();
-        for id in &members {
-            if let Some(m) = self.entries.get(id) {
-                self.pending.push_back((db, m.key.clone()));
-            }
-            self.remove(*id);
-        }
-        members.len()
+        n
     }
 
     /// The invalidation of `tag` in `db`, if one is in force.
@@ -301,17 +345,50 @@ impl TagIndex {
 
     /// Queues the entry at `key` in `db` for removal (found invalidated by a rebuild).
     pub fn queue_removal(&mut self, db: i32, key: &[u8]) {
-        self.pending.push_back((db, key.into()));
+        self.pending.push_back((db, Pending::Key(key.into())));
+        self.pending_len += 1;
     }
 
-    /// Up to `n` entries to remove next.
+    /// Up to `n` entries to remove next: (db, key). An entry gone meanwhile is skipped; one
+    /// whose address a new entry took is returned under the new key, which the caller leaves
+    /// alone unless it too is invalidated.
     pub fn take_pending(&mut self, n: usize) -> Vec<(i32, Box<[u8]>)> {
-        let n = n.min(self.pending.len());
-        self.pending.drain(..n).collect()
+        let mut out = Vec::new();
+        let mut taken = 0;
+        while taken < n {
+            let Some((db, p)) = self.pending.front_mut() else {
+                break;
+            };
+            let db = *db;
+            match p {
+                Pending::Key(_) => {
+                    if let Some((_, Pending::Key(k))) = self.pending.pop_front() {
+                        out.push((db, k));
+                    }
+                    taken += 1;
+                }
+                Pending::Members(m) => {
+                    while taken < n {
+                        let Some((_, id)) = m.pop_first() else {
+                            break;
+                        };
+                        taken += 1;
+                        if let Some(member) = self.entries.get(&id) {
+                            out.push((member.db, member.key.clone()));
+                        }
+                    }
+                    if m.is_empty() {
+                        self.pending.pop_front();
+                    }
+                }
+            }
+        }
+        self.pending_len -= taken;
+        out
     }
 
     pub fn pending_removal(&self) -> usize {
-        self.pending.len()
+        self.pending_len
     }
 
     /// With nothing left to remove, drops the invalidations whose leases have all ended by
@@ -461,14 +538,13 @@ mod tests {
             id: 100,
             until_ms: 5_000,
         };
-        assert_eq!(ix.invalidate(0, b"x", tomb), 2);
-        // `a` went with x: invalidating y now counts only `c`.
-        assert_eq!(ix.invalidate(0, b"y", tomb), 1);
+        // One call, two tags: `a` carries both and counts once.
+        assert_eq!(ix.invalidate(0, &[b"x", b"y"], tomb), 3);
         assert_eq!(
             (ix.count(0, b"x"), ix.count(0, b"y"), ix.count(1, b"x")),
             (0, 0, 1)
         );
-        assert_eq!(ix.pending_removal(), 3);
+        assert_eq!(ix.pending_removal(), 4, "a is queued under both tags");
         assert!(ix.is_invalidated(0, &[t("x")], 99));
         assert!(!ix.is_invalidated(0, &[t("x")], 100));
         assert!(
@@ -481,8 +557,14 @@ mod tests {
         // Tombs stay while removal is pending, then until their leases have ended.
         assert_eq!(ix.drop_tombs(10_000), None);
         assert_eq!(ix.tombs().len(), 2);
-        assert_eq!(ix.take_pending(2).len(), 2);
-        assert_eq!(ix.take_pending(5).len(), 1);
+        let first = ix.take_pending(2);
+        assert_eq!(first.len(), 2);
+        // The storage layer removes what it was given: the index forgets those entries.
+        for id in [1, 2, 3] {
+            ix.remove(id);
+        }
+        assert_eq!(ix.take_pending(5).len(), 0, "gone meanwhile: skipped");
+        assert_eq!(ix.pending_removal(), 0);
         assert_eq!(ix.drop_tombs(1_000), Some(5_000));
         assert_eq!(ix.drop_tombs(5_001), None);
         assert!(!ix.has_tombs());

@@ -335,7 +335,7 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when:
                 };
                 ids::observe(id);
                 tagindex::lease_granted(until_ms);
-                tagindex::with(|ix| ix.invalidate(db, &tag, Tomb { id, until_ms }));
+                tagindex::with(|ix| ix.invalidate(db, &[&tag], Tomb { id, until_ms }));
             }
         }
         ok
