@@ -292,3 +292,66 @@ fn a_replica_promoted_mid_removal_finishes_it() {
     );
     assert_eq!(pending(&mut rc), 0);
 }
+
+/// Near caches: a client tracking the keys (`CLIENT TRACKING ... BCAST`) gets an invalidation
+/// message for every invalidated key once its slice removes it.
+#[test]
+fn tracking_clients_get_a_message_for_every_invalidated_key() {
+    let s = Server::start();
+    let mut c = s.conn();
+    fill_tag(&mut c, "k", "t", 3_000);
+    tagset(&mut c, "untouched", b"u", HOUR, &["other"]).unwrap();
+    let mut sub = s.conn();
+    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut sub).unwrap();
+    let mut ps = sub.as_pubsub();
+    ps.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    ps.subscribe("__redis__:invalidate").unwrap();
+    let mut tracked = s.conn();
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["TRACKING", "ON", "BCAST", "REDIRECT", &id.to_string()])
+        .query(&mut tracked)
+        .unwrap();
+    assert_eq!(invalidate(&mut tracked, &["t"]), 3_000);
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 3_000 && Instant::now() < deadline {
+        let msg = ps.get_message().expect("an invalidation message");
+        let keys: Vec<String> = msg.get_payload().unwrap_or_default();
+        seen.extend(keys);
+    }
+    assert_eq!(
+        seen.len(),
+        3_000,
+        "messages for {} of 3000 keys",
+        seen.len()
+    );
+    assert!(!seen.contains("untouched"));
+}
+
+/// A caller parked in `CACHE.LOCKGET ... WAIT` behind the lease of an invalidated entry is
+/// treated as on a delete: it is handed the key (MISS with a new token).
+#[test]
+fn a_parked_lockget_caller_is_handed_the_invalidated_key() {
+    let s = Server::start();
+    let mut c = s.conn();
+    // A tagged entry with a refresh lease out (a huge BETA elects it), whose value then runs
+    // out: the lease keeps the key, and a LOCKGET caller has nothing to be served.
+    tagset(&mut c, "k", b"old", &["PX", "50", "GRACE", "0"], &["t"]).unwrap();
+    let (_, status, holder) = getx(&mut c, "k", &["BETA", "1e300", "LEASE", "600000"]);
+    assert_eq!(status, "REFRESH");
+    let holder = holder.unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut w = s.conn();
+    let waiter = std::thread::spawn(move || lockget(&mut w, "k", &["WAIT", "20000"]));
+    let parked = wait_until(Duration::from_secs(10), || {
+        info_cache(&mut c)["lockget_parked"] == 1
+    });
+    assert!(parked, "the waiter parks");
+    assert_eq!(invalidate(&mut c, &["t"]), 1);
+    let (value, status, token) = waiter.join().unwrap();
+    assert_eq!((value, status.as_str()), (None, "MISS"));
+    assert!(token.unwrap() > holder, "a new lease for the parked caller");
+    // The old holder's fill is refused.
+    let t = holder.to_string();
+    assert_eq!(set(&mut c, "k", b"late", &["EX", "60", "TOKEN", &t]), None);
+}
