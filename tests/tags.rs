@@ -357,6 +357,12 @@ fn every_removal_path_keeps_the_index_true() {
 fn eviction_keeps_the_index_true() {
     let s = Server::start_with(&["--maxmemory-policy", "allkeys-random"]);
     let mut c = s.conn();
+    // What the index costs per entry without eviction: the reference for after it.
+    for i in 0..1_000 {
+        tagset(&mut c, &format!("r{i:05}"), b"v", HOUR, &["t"]).unwrap();
+    }
+    let (_, tagged, bytes) = tag_index(&mut c);
+    let per_entry = bytes as f64 / tagged as f64;
     let baseline = used_memory(&mut c);
     let _: () = q(
         &mut c,
@@ -371,7 +377,7 @@ fn eviction_keeps_the_index_true() {
     for i in 0..20_000 {
         // Writes near the limit evict others; a write refused for memory is fine too.
         let _ = redis::cmd("CACHE.TAGSET")
-            .arg(format!("k{i}"))
+            .arg(format!("k{i:05}"))
             .arg(&value)
             .arg("EX")
             .arg(3600)
@@ -391,6 +397,14 @@ fn eviction_keeps_the_index_true() {
         "the index counts only live entries"
     );
     assert_eq!(tagscan_all(&mut c, "t").len() as i64, live);
+    // Nothing of the evicted entries stays in the index: its memory is that of the live ones.
+    let (tags, tagged, bytes) = tag_index(&mut c);
+    assert_eq!((tags, tagged), (1, live));
+    let after = bytes as f64 / tagged as f64;
+    assert!(
+        (after - per_entry).abs() <= 0.1 * per_entry,
+        "index bytes per live entry {after:.1} after eviction, {per_entry:.1} before"
+    );
 }
 
 /// 100k tagged entries with a 1 s TTL: once they have expired the index is empty and its
