@@ -208,7 +208,7 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, CodecError> {
         delta_ms,
         version,
         tags,
-        lease,
+        lease: lease.map(Box::new),
     };
     Ok(Header {
         entry,
@@ -229,11 +229,11 @@ mod tests {
             delta_ms: 120,
             version: 42 << 20,
             tags: vec![b"user:1".to_vec(), b"\0bin".to_vec(), vec![]],
-            lease: Some(Lease {
+            lease: Some(Box::new(Lease {
                 token: 43 << 20,
                 granted_ms: 1_699_999_999_000,
                 expires_ms: 1_700_000_001_000,
-            }),
+            })),
         }
     }
 

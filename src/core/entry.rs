@@ -36,7 +36,7 @@ pub struct Entry {
     /// Tags the entry carries (used by the tag commands).
     pub tags: Vec<Vec<u8>>,
     /// At most one outstanding fill lease. It may have expired: check with `active_lease`.
-    pub lease: Option<Lease>,
+    pub lease: Option<Box<Lease>>,
 }
 
 /// Where the value stands at a given instant.
@@ -59,7 +59,7 @@ impl Entry {
             delta_ms: 0,
             version: 0,
             tags: Vec::new(),
-            lease: Some(lease),
+            lease: Some(Box::new(lease)),
         }
     }
 
@@ -87,7 +87,7 @@ impl Entry {
     }
 
     pub fn active_lease(&self, now: i64) -> Option<&Lease> {
-        self.lease.as_ref().filter(|l| l.is_active(now))
+        self.lease.as_deref().filter(|l| l.is_active(now))
     }
 
     /// When the key itself should expire: when neither the value nor the lease is of any use.
@@ -320,9 +320,9 @@ mod tests {
     fn key_expiry_covers_value_and_lease() {
         let mut e = entry(100, 50);
         assert_eq!(e.key_expires_at(), Some(150));
-        e.lease = Some(lease(1, 140, 200));
+        e.lease = Some(Box::new(lease(1, 140, 200)));
         assert_eq!(e.key_expires_at(), Some(200));
-        e.lease = Some(lease(1, 0, 120));
+        e.lease = Some(Box::new(lease(1, 0, 120)));
         assert_eq!(e.key_expires_at(), Some(150));
         assert_eq!(Entry::pending(lease(1, 0, 10)).key_expires_at(), Some(10));
         let forever = Entry {
@@ -338,9 +338,9 @@ mod tests {
         let w = write(Some(5), None);
         assert_eq!(decide_write(None, &w, 10, 0), Err(Refusal::NoEntry));
         assert_eq!(decide_write(Some(&e), &w, 10, 0), Err(Refusal::NoLease));
-        e.lease = Some(lease(4, 0, 50));
+        e.lease = Some(Box::new(lease(4, 0, 50)));
         assert_eq!(decide_write(Some(&e), &w, 10, 0), Err(Refusal::WrongToken));
-        e.lease = Some(lease(5, 0, 50));
+        e.lease = Some(Box::new(lease(5, 0, 50)));
         assert_eq!(
             decide_write(Some(&e), &w, 50, 0),
             Err(Refusal::LeaseExpired)
@@ -354,7 +354,7 @@ mod tests {
     #[test]
     fn authoritative_write_revokes_an_active_lease() {
         let mut e = entry(100, 0);
-        e.lease = Some(lease(5, 0, 50));
+        e.lease = Some(Box::new(lease(5, 0, 50)));
         let plan = decide_write(Some(&e), &write(None, None), 10, 99).unwrap();
         assert_eq!(plan.lease_effect, LeaseEffect::Revoked);
         assert_eq!(plan.delta_ms, 7, "previous delta kept");
@@ -399,7 +399,7 @@ mod tests {
     fn overwrite_in_place_keeps_tags_and_drops_the_lease() {
         let mut e = entry(100, 0);
         e.tags = vec![b"t".to_vec()];
-        e.lease = Some(lease(5, 0, 50));
+        e.lease = Some(Box::new(lease(5, 0, 50)));
         let plan = decide_write(Some(&e), &write(Some(5), None), 10, 0).unwrap();
         e.overwrite(plan, b"new", 77).unwrap();
         assert_eq!(e.value.as_deref(), Some(&b"new"[..]));
@@ -419,7 +419,7 @@ mod tests {
     #[test]
     fn release_only_the_current_lease() {
         let mut e = entry(100, 0);
-        e.lease = Some(lease(5, 0, 50));
+        e.lease = Some(Box::new(lease(5, 0, 50)));
         assert!(!release(&mut e, 4, 10));
         assert!(!release(&mut e, 5, 50), "expired lease is not current");
         assert!(release(&mut e, 5, 10));

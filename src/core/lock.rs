@@ -75,7 +75,7 @@ mod tests {
         assert_eq!(decide(Some(&valued(100, 50)), 10), d(Status::Hit, false));
         assert_eq!(decide(Some(&valued(100, 50)), 120), d(Status::Stale, true));
         let mut stale = valued(100, 50);
-        stale.lease = Some(lease(3, 200));
+        stale.lease = Some(Box::new(lease(3, 200)));
         assert_eq!(decide(Some(&stale), 120), d(Status::Stale, false));
         let pending = Entry::pending(lease(3, 200));
         assert_eq!(decide(Some(&pending), 10), d(Status::Locked, false));

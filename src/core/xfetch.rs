@@ -108,11 +108,11 @@ mod tests {
     }
 
     fn leased(mut e: Entry, expires: i64) -> Entry {
-        e.lease = Some(Lease {
+        e.lease = Some(Box::new(Lease {
             token: 9,
             granted_ms: 0,
             expires_ms: expires,
-        });
+        }));
         e
     }
 

@@ -33,7 +33,7 @@ pub fn grant(
             if e.lease.as_ref().is_some_and(|l| !l.is_active(now)) {
                 stats::LEASES_EXPIRED.incr();
             }
-            e.lease = Some(lease);
+            e.lease = Some(Box::new(lease));
             replicate::metadata_changed(ctx, name, e);
             let expires = e.key_expires_at();
             key.set_expiry(expires);
