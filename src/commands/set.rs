@@ -158,7 +158,7 @@ pub fn store(
                 .map_err(|_| CacheError::Internal)?;
             let retagged = match tags {
                 Tags::Replace(t) => {
-                    e.tags = t;
+                    e.tags = t.into_boxed_slice();
                     true
                 }
                 Tags::Keep => false,

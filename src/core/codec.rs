@@ -207,7 +207,7 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, CodecError> {
         grace_ms,
         delta_ms,
         version,
-        tags,
+        tags: tags.into_boxed_slice(),
         lease: lease.map(Box::new),
     };
     Ok(Header {
@@ -228,7 +228,7 @@ mod tests {
             grace_ms: 5_000,
             delta_ms: 120,
             version: 42 << 20,
-            tags: vec![b"user:1".to_vec(), b"\0bin".to_vec(), vec![]],
+            tags: vec![b"user:1".to_vec(), b"\0bin".to_vec(), vec![]].into(),
             lease: Some(Box::new(Lease {
                 token: 43 << 20,
                 granted_ms: 1_699_999_999_000,
@@ -249,7 +249,7 @@ mod tests {
         let pending = Entry {
             value: None,
             lease: None,
-            tags: vec![],
+            tags: Box::default(),
             ..sample()
         };
         let h = decode_header(&encode_header(&pending, false)).unwrap();
@@ -291,7 +291,7 @@ mod tests {
         // A huge tag count with no bytes behind it must not allocate.
         let plain = Entry {
             lease: None,
-            tags: vec![],
+            tags: Box::default(),
             ..sample()
         };
         let mut buf = encode_header(&plain, false);

@@ -34,7 +34,7 @@ pub struct Entry {
     /// Version of the last stored write; strictly increasing per key.
     pub version: u64,
     /// Tags the entry carries (used by the tag commands).
-    pub tags: Vec<Vec<u8>>,
+    pub tags: Box<[Vec<u8>]>,
     /// At most one outstanding fill lease. It may have expired: check with `active_lease`.
     pub lease: Option<Box<Lease>>,
 }
@@ -58,7 +58,7 @@ impl Entry {
             grace_ms: 0,
             delta_ms: 0,
             version: 0,
-            tags: Vec::new(),
+            tags: Box::default(),
             lease: Some(Box::new(lease)),
         }
     }
@@ -216,7 +216,7 @@ impl WritePlan {
             grace_ms: self.grace_ms,
             delta_ms: self.delta_ms,
             version,
-            tags,
+            tags: tags.into_boxed_slice(),
             lease: None,
         }
     }
@@ -288,7 +288,7 @@ mod tests {
             grace_ms: grace,
             delta_ms: 7,
             version: 1,
-            tags: vec![],
+            tags: Box::default(),
             lease: None,
         }
     }
@@ -398,13 +398,13 @@ mod tests {
     #[test]
     fn overwrite_in_place_keeps_tags_and_drops_the_lease() {
         let mut e = entry(100, 0);
-        e.tags = vec![b"t".to_vec()];
+        e.tags = vec![b"t".to_vec()].into();
         e.lease = Some(Box::new(lease(5, 0, 50)));
         let plan = decide_write(Some(&e), &write(Some(5), None), 10, 0).unwrap();
         e.overwrite(plan, b"new", 77).unwrap();
         assert_eq!(e.value.as_deref(), Some(&b"new"[..]));
         assert_eq!((e.version, e.delta_ms, e.fresh_until_ms), (77, 10, 1010));
-        assert_eq!(e.tags, vec![b"t".to_vec()]);
+        assert_eq!(&*e.tags, &[b"t".to_vec()][..]);
         assert!(e.lease.is_none());
         let big = vec![7u8; 10_000];
         let plan = decide_write(Some(&e), &write(None, None), 10, 0).unwrap();

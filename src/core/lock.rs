@@ -55,7 +55,7 @@ mod tests {
             grace_ms: grace,
             delta_ms: 0,
             version: 1,
-            tags: vec![],
+            tags: Box::default(),
             lease: None,
         }
     }

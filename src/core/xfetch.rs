@@ -102,7 +102,7 @@ mod tests {
             grace_ms: grace,
             delta_ms: delta,
             version: 1,
-            tags: vec![],
+            tags: Box::default(),
             lease: None,
         }
     }
