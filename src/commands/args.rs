@@ -63,15 +63,14 @@ pub trait OptionName: Copy + 'static {
 /// (and two options of one group).
 pub struct Options<'a> {
     rest: &'a [Arg],
-    seen: Vec<&'static str>,
+    /// One bit per group given so far: the bit of the group's first option in `O::ALL` (a
+    /// command has far fewer than 64 options). No allocation on the write path.
+    seen: u64,
 }
 
 impl<'a> Options<'a> {
     pub fn new(rest: &'a [Arg]) -> Options<'a> {
-        Options {
-            rest,
-            seen: Vec::new(),
-        }
+        Options { rest, seen: 0 }
     }
 
     /// The next option and its value.
@@ -80,16 +79,22 @@ impl<'a> Options<'a> {
             return Ok(None);
         };
         let name = name.as_slice();
-        let opt = *O::ALL
+        let index = O::ALL
             .iter()
-            .find(|o| o.word().as_bytes().eq_ignore_ascii_case(name))
+            .position(|o| o.word().as_bytes().eq_ignore_ascii_case(name))
             .ok_or(CacheError::Syntax)?;
+        let opt = O::ALL[index];
         let (value, rest) = rest.split_first().ok_or(CacheError::Syntax)?;
         let group = opt.group();
-        if self.seen.contains(&group) {
+        let first = O::ALL
+            .iter()
+            .position(|o| o.group() == group)
+            .unwrap_or(index);
+        let bit = 1u64 << first;
+        if self.seen & bit != 0 {
             return Err(CacheError::Repeated(group));
         }
-        self.seen.push(group);
+        self.seen |= bit;
         self.rest = rest;
         Ok(Some((opt, value.as_slice())))
     }
