@@ -430,20 +430,6 @@ impl TagIndex {
         (0, keys)
     }
 
-    /// The tags of the entry `id` as indexed.
-    pub fn tags_of(&self, id: EntryId) -> Vec<Vec<u8>> {
-        self.entries
-            .get(&id)
-            .map(|m| {
-                m.tags
-                    .iter()
-                    .filter_map(|(t, _)| self.sets[*t as usize].as_ref())
-                    .map(|s| s.name.to_vec())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     /// Distinct (database, tag) pairs.
     pub fn tag_count(&self) -> usize {
         self.sets.len() - self.free.len()

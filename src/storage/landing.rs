@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use redis_module::{raw, Context, ContextFlags};
 
 use super::arg::Arg;
-use super::key::{open_entry, open_entry_writable};
+use super::key::open_entry_writable;
 use super::{ids, replicate, server};
 use crate::core::waiters::LineKey;
 
@@ -30,14 +30,11 @@ pub fn has_pending() -> bool {
     PENDING.with(|p| !p.borrow().is_empty())
 }
 
-/// A notification that an entry may have landed on `name` (in `ctx`'s database). Returns
-/// whether a landing was recorded (the caller then makes sure a timer runs).
+/// An entry landed on `name` (in `ctx`'s database; the caller found it there). Returns
+/// whether the landing was recorded (the caller then makes sure a timer runs).
 pub fn landed(ctx: &Context, name: &Arg) -> bool {
     let not_ours = ContextFlags::SLAVE | ContextFlags::LOADING | ContextFlags::ASYNC_LOADING;
     if ctx.get_flags().intersects(not_ours) {
-        return false;
-    }
-    if !matches!(open_entry(ctx, name), Ok(Some(_))) {
         return false;
     }
     let key = LineKey {

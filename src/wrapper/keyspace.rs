@@ -35,17 +35,16 @@ extern "C" fn on_keyspace_event(
             let ctx = Context::new(ctx);
             // SAFETY: Redis passes the event's name (a C string) and key, alive for the call.
             let (event, name) = unsafe { (CStr::from_ptr(event).to_bytes(), Arg::from_raw(key)) };
-            if matches!(event, b"copy_to" | b"rename_to" | b"move_to" | b"restore") {
-                // On every server, replicas and loads included: the index follows the entry.
-                if let Ok(Some(key)) = open_entry(&ctx, &name) {
-                    tagindex::indexed(key.entry(), server::selected_db(&ctx), name.as_slice());
-                }
-            }
             match event {
-                b"copy_to" | b"rename_to" | b"move_to" | b"restore"
-                    if landing::landed(&ctx, &name) =>
-                {
-                    arm_landing(&ctx, 0)
+                b"copy_to" | b"rename_to" | b"move_to" | b"restore" => {
+                    if let Ok(Some(key)) = open_entry(&ctx, &name) {
+                        // On every server, replicas and loads included: the index follows.
+                        tagindex::indexed(key.entry(), server::selected_db(&ctx), name.as_slice());
+                        drop(key);
+                        if landing::landed(&ctx, &name) {
+                            arm_landing(&ctx, 0);
+                        }
+                    }
                 }
                 b"rename_from" | b"move_from" => unlinked::moved_away(name.as_slice()),
                 _ => {}
