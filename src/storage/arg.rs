@@ -2,7 +2,7 @@
 
 use std::os::raw::c_char;
 
-use redis_module::raw;
+use redis_module::{raw, Context};
 
 /// A command argument, borrowed from Redis's argv for the duration of the command (no copy,
 /// no reference counting: the hot paths read a key and a few options per call).
@@ -45,5 +45,17 @@ impl Arg {
 
     pub fn raw(&self) -> *mut raw::RedisModuleString {
         self.0
+    }
+}
+
+/// Runs `f` with `bytes` (a key name the module kept) as a temporary Redis string.
+pub fn with_name<T>(ctx: &Context, bytes: &[u8], f: impl FnOnce(&Arg) -> T) -> T {
+    // SAFETY: a live context; the string lives until freed below, and `f` only borrows it.
+    unsafe {
+        let name =
+            raw::RedisModule_CreateString.unwrap()(ctx.ctx, bytes.as_ptr().cast(), bytes.len());
+        let out = f(&Arg::from_raw(name));
+        raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
+        out
     }
 }

@@ -14,9 +14,9 @@
 
 use std::cell::RefCell;
 
-use redis_module::{raw, Context, ContextFlags};
+use redis_module::{Context, ContextFlags};
 
-use super::arg::Arg;
+use super::arg::{with_name, Arg};
 use super::key::open_entry_writable;
 use super::{ids, replicate, server};
 use crate::core::waiters::LineKey;
@@ -89,13 +89,6 @@ pub fn refresh_before_command(ctx: &Context) {
         return;
     }
     for k in take(Some(server::selected_db(ctx))) {
-        // SAFETY: a live context; the string lives until freed below and `refresh` cannot
-        // keep it.
-        unsafe {
-            let name =
-                raw::RedisModule_CreateString.unwrap()(ctx.ctx, k.key.as_ptr().cast(), k.key.len());
-            refresh(ctx, &Arg::from_raw(name));
-            raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
-        }
+        with_name(ctx, &k.key, |name| refresh(ctx, name));
     }
 }

@@ -7,7 +7,7 @@ use std::os::raw::{c_char, c_int, c_void};
 
 use redis_module::{raw, Context};
 
-use super::{blocked, on_key, rebuild};
+use super::{arm_once, blocked, on_key, rebuild};
 use crate::guard;
 use crate::storage::arg::Arg;
 use crate::storage::key::open_entry;
@@ -118,19 +118,7 @@ extern "C" fn on_server_event(
 }
 
 fn arm_landing(ctx: &Context, delay_ms: i64) {
-    if LANDING_TIMER.get() {
-        return;
-    }
-    // SAFETY: a live context; the callback takes no data.
-    unsafe {
-        raw::RedisModule_CreateTimer.unwrap()(
-            ctx.ctx,
-            delay_ms,
-            Some(landing_tick),
-            std::ptr::null_mut(),
-        );
-    }
-    LANDING_TIMER.set(true);
+    arm_once(&LANDING_TIMER, ctx, delay_ms, landing_tick);
 }
 
 /// Gives every landed entry still pending its fresh version; while the server takes no

@@ -8,25 +8,36 @@ pub mod keyspace;
 pub mod rebuild;
 pub mod removal;
 
-use std::os::raw::c_char;
+use std::cell::Cell;
+use std::os::raw::c_void;
+use std::thread::LocalKey;
 
 use redis_module::{raw, Context};
 
 use crate::core::waiters::LineKey;
-use crate::storage::arg::Arg;
+use crate::storage::arg::{with_name, Arg};
 
 /// Runs `f` on the key `line` names, from a timer's context (whose database it selects).
 fn on_key(ctx: &Context, line: &LineKey, f: impl FnOnce(&Context, &Arg)) {
-    // SAFETY: a timer context has a client whose db can be selected; the string lives until
-    // freed below and `f` cannot keep it.
-    unsafe {
-        raw::RedisModule_SelectDb.unwrap()(ctx.ctx, line.db);
-        let name = raw::RedisModule_CreateString.unwrap()(
-            ctx.ctx,
-            line.key.as_ptr().cast::<c_char>(),
-            line.key.len(),
-        );
-        f(ctx, &Arg::from_raw(name));
-        raw::RedisModule_FreeString.unwrap()(ctx.ctx, name);
+    // SAFETY: a timer context has a client whose db can be selected.
+    unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, line.db) };
+    with_name(ctx, &line.key, |name| f(ctx, name));
+}
+
+/// Arms the one-shot timer `tick` in `delay_ms` unless `armed` says it is armed already;
+/// `tick` clears `armed` when it runs.
+fn arm_once(
+    armed: &'static LocalKey<Cell<bool>>,
+    ctx: &Context,
+    delay_ms: i64,
+    tick: extern "C" fn(*mut raw::RedisModuleCtx, *mut c_void),
+) {
+    if armed.get() {
+        return;
     }
+    // SAFETY: a live context; the callback takes no data.
+    unsafe {
+        raw::RedisModule_CreateTimer.unwrap()(ctx.ctx, delay_ms, Some(tick), std::ptr::null_mut());
+    }
+    armed.set(true);
 }

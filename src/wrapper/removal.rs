@@ -12,7 +12,7 @@ use std::os::raw::c_void;
 
 use redis_module::{raw, Context};
 
-use super::on_key;
+use super::{arm_once, on_key};
 use crate::core::waiters::LineKey;
 use crate::guard;
 use crate::storage::key::open_entry_writable;
@@ -36,14 +36,7 @@ pub fn arm(ctx: &Context) {
 }
 
 fn arm_in(ctx: &Context, delay_ms: i64) {
-    if ARMED.get() {
-        return;
-    }
-    // SAFETY: a live context; the callback takes no data.
-    unsafe {
-        raw::RedisModule_CreateTimer.unwrap()(ctx.ctx, delay_ms, Some(tick), std::ptr::null_mut());
-    }
-    ARMED.set(true);
+    arm_once(&ARMED, ctx, delay_ms, tick);
 }
 
 extern "C" fn tick(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
