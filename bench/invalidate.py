@@ -13,7 +13,6 @@ import time
 from resp import Conn, RespError
 
 VALUE = b"v" * 56 + b"-64bytes"
-BATCH = 2000
 
 LUA_INVALIDATE = r"""
 local members = redis.call('SMEMBERS', KEYS[1])
@@ -23,13 +22,6 @@ end
 redis.call('DEL', KEYS[1])
 return #members
 """
-
-
-def info_int(c, section, field):
-    for ln in c.call("INFO", section).decode().splitlines():
-        if ln.startswith(field + ":"):
-            return int(ln.split(":", 1)[1])
-    return 0
 
 
 class Prober(threading.Thread):
@@ -51,27 +43,11 @@ class Prober(threading.Thread):
         self.worst = 0.0
 
 
-def load(c, n, make):
-    batch = []
-    for i in range(n):
-        batch.extend(make(i))
-        if len(batch) >= BATCH:
-            for cmd in batch:
-                c.send(*cmd)
-            for _ in batch:
-                c.read()
-            batch = []
-    for cmd in batch:
-        c.send(*cmd)
-    for _ in batch:
-        c.read()
-
-
 def run_case(port, label, n, make, invalidate, done):
     c = Conn(port)
     c.call("FLUSHALL")
-    load(c, n, make)
-    before = info_int(c, "memory", "used_memory")
+    c.load(n, make, batch=2000)
+    before = c.info_int("memory", "used_memory")
     probe = Prober(port)
     probe.start()
     time.sleep(0.2)
@@ -89,7 +65,7 @@ def run_case(port, label, n, make, invalidate, done):
     worst = probe.worst
     probe.stop.set()
     probe.join()
-    after = info_int(c, "memory", "used_memory")
+    after = c.info_int("memory", "used_memory")
     c.close()
     if got != n:
         raise RuntimeError("%s invalidated %r entries, expected %d" % (label, got, n))
@@ -108,7 +84,7 @@ def main():
             opts.port, "CACHE.TAGINVALIDATE", n,
             lambda i: [["CACHE.TAGSET", "k%d" % i, VALUE, "PX", "3600000", "TAGS", "big", "t%d" % (i % 100)]],
             lambda c: c.call("CACHE.TAGINVALIDATE", "big"),
-            lambda c: info_int(c, "cache", "cache_tag_pending_removal") == 0
+            lambda c: c.info_int("cache", "cache_tag_pending_removal", 0) == 0
             and c.call("DBSIZE") == 0))
     c = Conn(opts.port)
     sha = c.call("SCRIPT", "LOAD", LUA_INVALIDATE).decode()

@@ -12,21 +12,6 @@ from resp import Conn, RespError
 
 VALUE = b"v" * 56 + b"-64bytes"
 assert len(VALUE) == 64
-BATCH = 1000
-
-
-def used_memory(c):
-    for ln in c.call("INFO", "memory").decode().splitlines():
-        if ln.startswith("used_memory:"):
-            return int(ln.split(":", 1)[1])
-    raise RuntimeError("no used_memory in INFO memory")
-
-
-def pipelined(c, cmds):
-    for cmd in cmds:
-        c.send(*cmd)
-    for _ in cmds:
-        c.read()
 
 
 def tags_of(i):
@@ -55,16 +40,9 @@ def main():
     per_entry = {}
     for label, make in variants(have_module):
         c.call("FLUSHALL")
-        before = used_memory(c)
-        batch = []
-        for i in range(n):
-            batch.extend(make(i))
-            if len(batch) >= BATCH:
-                pipelined(c, batch)
-                batch = []
-        if batch:
-            pipelined(c, batch)
-        after = used_memory(c)
+        before = c.info_int("memory", "used_memory")
+        c.load(n, make)
+        after = c.info_int("memory", "used_memory")
         if c.call("DBSIZE") < n:
             raise RuntimeError("%s: fewer keys than entries" % label)
         per_entry[label] = (after - before) / n

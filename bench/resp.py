@@ -59,6 +59,28 @@ class Conn:
         self.send(*args)
         return self.read()
 
+    def info_int(self, section, field, default=None):
+        """An integer field of `INFO section`; `default` when absent (an error if None)."""
+        for ln in self.call("INFO", section).decode().splitlines():
+            if ln.startswith(field + ":"):
+                return int(ln.split(":", 1)[1])
+        if default is None:
+            raise RespError("no %s in INFO %s" % (field, section))
+        return default
+
+    def load(self, n, make, batch=1000):
+        """Sends the commands `make(i)` returns for i in range(n), pipelined in batches of
+        about `batch`, reading (and discarding) every reply."""
+        pending = []
+        for i in range(n):
+            pending.extend(make(i))
+            if len(pending) >= batch or i == n - 1:
+                for cmd in pending:
+                    self.send(*cmd)
+                for _ in pending:
+                    self.read()
+                pending = []
+
     def _more(self):
         data, anc, _, _ = self.sock.recvmsg(65536, ANC_SIZE if self.stamps else 0)
         if self.rx_pc is None:
