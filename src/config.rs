@@ -18,6 +18,8 @@ pub const DEFAULT_GRACE_MS: i64 = 0;
 pub const DEFAULT_DELTA_MS: i64 = 100;
 /// Upper bound of every time config: about 30 years, far from overflow when added to now.
 pub const MAX_TIME_MS: i64 = 1_000_000_000_000;
+/// The most `cache.grace-ms` and `cache.default-delta-ms` take: what an entry stores.
+pub const MAX_SPAN_MS: i64 = crate::core::entry::MAX_SPAN_MS;
 
 /// `cache.lease-ms`: how long a fill lease lasts when the caller gives no `LEASE`/`PX`.
 pub static LEASE_MS: AtomicI64 = AtomicI64::new(DEFAULT_LEASE_MS);

@@ -17,6 +17,8 @@ pub enum CacheError {
     NotInteger,
     /// A time that must be positive was zero or negative, or overflows when added to now.
     InvalidTime(&'static str),
+    /// `GRACE` or `DELTA` longer than an entry stores (`core::entry::MAX_SPAN_MS`).
+    SpanTooLong(&'static str),
     /// `BETA` that is not a positive finite number.
     InvalidBeta,
     /// `TOKEN` that is not a positive 64-bit integer.
@@ -51,6 +53,10 @@ impl std::fmt::Display for CacheError {
                     "ERR invalid {opt} time: must be positive and not overflow"
                 )
             }
+            CacheError::SpanTooLong(opt) => write!(
+                f,
+                "ERR invalid {opt} time: at most 4294967295 ms (about 49.7 days)"
+            ),
             CacheError::InvalidBeta => write!(f, "ERR BETA must be a positive finite number"),
             CacheError::InvalidToken => write!(f, "ERR TOKEN must be a positive 64-bit integer"),
             CacheError::InvalidCursor => write!(f, "ERR invalid cursor"),

@@ -60,8 +60,8 @@ redis_module! {
     configurations: [
         i64: [
             ["lease-ms", &config::LEASE_MS, config::DEFAULT_LEASE_MS, 1, config::MAX_TIME_MS, ConfigurationFlags::DEFAULT, None],
-            ["grace-ms", &config::GRACE_MS, config::DEFAULT_GRACE_MS, 0, config::MAX_TIME_MS, ConfigurationFlags::DEFAULT, None],
-            ["default-delta-ms", &config::DEFAULT_DELTA, config::DEFAULT_DELTA_MS, 0, config::MAX_TIME_MS, ConfigurationFlags::DEFAULT, None],
+            ["grace-ms", &config::GRACE_MS, config::DEFAULT_GRACE_MS, 0, config::MAX_SPAN_MS, ConfigurationFlags::DEFAULT, None],
+            ["default-delta-ms", &config::DEFAULT_DELTA, config::DEFAULT_DELTA_MS, 0, config::MAX_SPAN_MS, ConfigurationFlags::DEFAULT, None],
         ],
         string: [
             ["beta", &config::BETA, config::DEFAULT_BETA, ConfigurationFlags::DEFAULT, None],

@@ -406,6 +406,15 @@ fn cache_set_bad_input() {
             ],
             "ERR invalid GRACE time"
         ),
+        // GRACE and DELTA are stored in 32 bits.
+        row!(
+            ["CACHE.SET", "e1", "v", "PX", "100", "GRACE", "4294967296"],
+            "ERR invalid GRACE time: at most 4294967295 ms (about 49.7 days)"
+        ),
+        row!(
+            ["CACHE.SET", "e1", "v", "PX", "100", "DELTA", "4294967296"],
+            "ERR invalid DELTA time: at most 4294967295 ms (about 49.7 days)"
+        ),
         // Unknown options.
         row!(["CACHE.SET", "e1", "v", "EX", "10", "NX"], SYNTAX),
         row!(["CACHE.SET", "e1", "v", "EX", "10", "XX"], SYNTAX),

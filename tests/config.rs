@@ -49,6 +49,9 @@ fn config_set_validates_and_changes_nothing_on_error() {
         ("cache.lease-ms", "x"),
         ("cache.grace-ms", "-1"),
         ("cache.default-delta-ms", "-1"),
+        // Entries store both in 32 bits.
+        ("cache.grace-ms", "4294967296"),
+        ("cache.default-delta-ms", "4294967296"),
     ] {
         let before = config_get(&mut c, name);
         assert!(

@@ -33,7 +33,7 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     } = decode_header(header.as_slice()).map_err(|e| CacheError::BadRecord(e.to_string()))?;
     let mut key = open_entry_writable(ctx, name)?;
     entry.value = match (slot, value) {
-        (ValueSlot::Present, Some(v)) => Some(v.as_slice().to_vec()),
+        (ValueSlot::Present, Some(v)) => Some(v.as_slice().into()),
         (ValueSlot::None, None) => None,
         (ValueSlot::Keep, None) => key.entry().and_then(|e| e.value.take()),
         _ => return Err(CacheError::BadRecord("value does not match the header".into()).into()),

@@ -1,5 +1,6 @@
 //! Argument parsing into typed requests, with the uniform errors of `crate::error`.
 
+use crate::core::entry::MAX_SPAN_MS;
 use crate::core::number;
 use crate::storage::arg::Arg;
 
@@ -18,10 +19,12 @@ pub fn parse_positive_ms(b: &[u8], opt: &'static str) -> Result<i64, CacheError>
     }
 }
 
-/// A time in ms that may be 0 (`GRACE`, `DELTA`).
-pub fn parse_nonneg_ms(b: &[u8], opt: &'static str) -> Result<i64, CacheError> {
+/// A span in ms that may be 0, up to what an entry stores (`GRACE`, `DELTA`: 32 bits, about
+/// 49.7 days).
+pub fn parse_span_ms(b: &[u8], opt: &'static str) -> Result<i64, CacheError> {
     match parse_int(b)? {
-        n if n >= 0 => Ok(n),
+        n if (0..=MAX_SPAN_MS).contains(&n) => Ok(n),
+        n if n >= 0 => Err(CacheError::SpanTooLong(opt)),
         _ => Err(CacheError::InvalidTime(opt)),
     }
 }
@@ -114,7 +117,16 @@ mod tests {
             parse_positive_ms(b"-5", "PX"),
             Err(CacheError::InvalidTime("PX"))
         );
-        assert_eq!(parse_nonneg_ms(b"0", "GRACE"), Ok(0));
+        assert_eq!(parse_span_ms(b"0", "GRACE"), Ok(0));
+        assert_eq!(parse_span_ms(b"4294967295", "GRACE"), Ok(4294967295));
+        assert_eq!(
+            parse_span_ms(b"4294967296", "DELTA"),
+            Err(CacheError::SpanTooLong("DELTA"))
+        );
+        assert_eq!(
+            parse_span_ms(b"-1", "GRACE"),
+            Err(CacheError::InvalidTime("GRACE"))
+        );
         assert_eq!(parse_ex(b"2"), Ok(2000));
         assert_eq!(
             parse_ex(b"9223372036854775807"),

@@ -39,8 +39,8 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
                 e.fresh_until_ms
             }),
         ),
-        ("grace-ms", int(e.grace_ms)),
-        ("delta-ms", int(e.delta_ms)),
+        ("grace-ms", int(e.grace_ms())),
+        ("delta-ms", int(e.delta_ms())),
         ("version", int(e.version as i64)),
         ("lease-token", opt(lease.map(|l| l.token as i64))),
         ("lease-granted-ms", opt(lease.map(|l| l.granted_ms))),
@@ -48,9 +48,8 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
         (
             "tags",
             RedisValue::Array(
-                e.tags
-                    .iter()
-                    .map(|t| RedisValue::StringBuffer(t.clone()))
+                e.tags()
+                    .map(|t| RedisValue::StringBuffer(t.to_vec()))
                     .collect(),
             ),
         ),

@@ -6,7 +6,7 @@
 
 use redis_module::{Context, RedisResult, RedisValue};
 
-use super::args::{parse_ex, parse_nonneg_ms, parse_positive_ms, parse_token, OptionName, Options};
+use super::args::{parse_ex, parse_positive_ms, parse_span_ms, parse_token, OptionName, Options};
 use crate::config;
 use crate::core::entry::{copy_value, decide_write, LeaseEffect, Write, NEVER};
 use crate::error::CacheError;
@@ -64,8 +64,8 @@ pub fn parse_write_options(
                 ex_given = true;
             }
             WriteOption::Px => ttl_ms = Some(parse_positive_ms(v, "PX")?),
-            WriteOption::Grace => grace_ms = Some(parse_nonneg_ms(v, "GRACE")?),
-            WriteOption::Delta => delta_ms = Some(parse_nonneg_ms(v, "DELTA")?),
+            WriteOption::Grace => grace_ms = Some(parse_span_ms(v, "GRACE")?),
+            WriteOption::Delta => delta_ms = Some(parse_span_ms(v, "DELTA")?),
             WriteOption::Token => token = Some(parse_token(v)?),
         }
     }
@@ -146,7 +146,7 @@ pub fn store(
         LeaseEffect::Filled => stats::LEASES_FILLED.incr(),
         LeaseEffect::Revoked => stats::LEASES_REVOKED.incr(),
         // A lease that ran out unfilled, dropped now by this write.
-        LeaseEffect::None if existing.as_ref().is_some_and(|e| e.lease.is_some()) => {
+        LeaseEffect::None if existing.as_ref().is_some_and(|e| e.has_lease()) => {
             stats::LEASES_EXPIRED.incr()
         }
         LeaseEffect::None => {}
@@ -158,7 +158,7 @@ pub fn store(
                 .map_err(|_| CacheError::Internal)?;
             let retagged = match tags {
                 Tags::Replace(t) => {
-                    e.tags = t.into_boxed_slice();
+                    e.set_tags(&t);
                     true
                 }
                 Tags::Keep => false,
@@ -176,7 +176,7 @@ pub fn store(
                 Tags::Replace(t) => t,
                 Tags::Keep => Vec::new(),
             };
-            let entry = plan.into_entry(owned, version, tags);
+            let entry = plan.into_entry(owned, version, &tags);
             replicate::entry_written(ctx, name, &entry, Some(value));
             key.store(entry, Ttl::FromEntry);
         }

@@ -62,9 +62,8 @@ pub fn tags(ctx: &Context, args: &[Arg]) -> RedisResult {
     let tags = match open_entry(ctx, name)? {
         Some(key) => key
             .entry()
-            .tags
-            .iter()
-            .map(|t| RedisValue::StringBuffer(t.clone()))
+            .tags()
+            .map(|t| RedisValue::StringBuffer(t.to_vec()))
             .collect(),
         None => Vec::new(),
     };

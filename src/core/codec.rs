@@ -75,13 +75,13 @@ pub fn encode_metadata_keep_ttl(e: &Entry) -> Vec<u8> {
 }
 
 fn encode(e: &Entry, keep_value: bool, keep_ttl: bool) -> Vec<u8> {
-    let tag_bytes: usize = e.tags.iter().map(|t| 4 + t.len()).sum();
+    let tag_bytes: usize = e.tags().map(|t| 4 + t.len()).sum();
     let mut out = Vec::with_capacity(2 + 32 + 24 + 4 + tag_bytes);
     let mut flags = 0;
     if e.value.is_some() {
         flags |= if keep_value { KEEP_VALUE } else { HAS_VALUE };
     }
-    if e.lease.is_some() {
+    if e.has_lease() {
         flags |= HAS_LEASE;
     }
     if keep_ttl {
@@ -90,16 +90,16 @@ fn encode(e: &Entry, keep_value: bool, keep_ttl: bool) -> Vec<u8> {
     out.push(FORMAT);
     out.push(flags);
     out.extend_from_slice(&e.fresh_until_ms.to_le_bytes());
-    out.extend_from_slice(&e.grace_ms.to_le_bytes());
-    out.extend_from_slice(&e.delta_ms.to_le_bytes());
+    out.extend_from_slice(&e.grace_ms().to_le_bytes());
+    out.extend_from_slice(&e.delta_ms().to_le_bytes());
     out.extend_from_slice(&e.version.to_le_bytes());
-    if let Some(l) = &e.lease {
+    if let Some(l) = e.lease() {
         out.extend_from_slice(&l.token.to_le_bytes());
         out.extend_from_slice(&l.granted_ms.to_le_bytes());
         out.extend_from_slice(&l.expires_ms.to_le_bytes());
     }
-    out.extend_from_slice(&(e.tags.len() as u32).to_le_bytes());
-    for t in &e.tags {
+    out.extend_from_slice(&(e.tags().count() as u32).to_le_bytes());
+    for t in e.tags() {
         out.extend_from_slice(&(t.len() as u32).to_le_bytes());
         out.extend_from_slice(t);
     }
@@ -201,15 +201,11 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, CodecError> {
     } else {
         ValueSlot::None
     };
-    let entry = Entry {
-        value: None,
-        fresh_until_ms,
-        grace_ms,
-        delta_ms,
-        version,
-        tags: tags.into_boxed_slice(),
-        lease: lease.map(Box::new),
-    };
+    // Grace and delta above `MAX_SPAN_MS` (49.7 days) are held at it: older versions of the
+    // module stored 64 bits, and a load must not fail over a span nobody could wait out.
+    let mut entry = Entry::new(None, fresh_until_ms, grace_ms, delta_ms, version);
+    entry.set_lease(lease);
+    entry.set_tags(&tags);
     Ok(Header {
         entry,
         value: slot,
@@ -222,19 +218,27 @@ mod tests {
     use super::*;
 
     fn sample() -> Entry {
-        Entry {
-            value: Some(b"va\0lue".to_vec()),
-            fresh_until_ms: 1_700_000_000_000,
-            grace_ms: 5_000,
-            delta_ms: 120,
-            version: 42 << 20,
-            tags: vec![b"user:1".to_vec(), b"\0bin".to_vec(), vec![]].into(),
-            lease: Some(Box::new(Lease {
-                token: 43 << 20,
-                granted_ms: 1_699_999_999_000,
-                expires_ms: 1_700_000_001_000,
-            })),
-        }
+        let mut e = Entry::new(
+            Some(b"va\0lue"[..].into()),
+            1_700_000_000_000,
+            5_000,
+            120,
+            42 << 20,
+        );
+        e.set_tags(&[&b"user:1"[..], b"\0bin", b""]);
+        e.set_lease(Some(Lease {
+            token: 43 << 20,
+            granted_ms: 1_699_999_999_000,
+            expires_ms: 1_700_000_001_000,
+        }));
+        e
+    }
+
+    fn plain() -> Entry {
+        let mut e = sample();
+        e.set_lease(None);
+        e.set_tags::<&[u8]>(&[]);
+        e
     }
 
     #[test]
@@ -246,12 +250,8 @@ mod tests {
         back.value = e.value.clone();
         assert_eq!(back, e);
 
-        let pending = Entry {
-            value: None,
-            lease: None,
-            tags: Box::default(),
-            ..sample()
-        };
+        let mut pending = plain();
+        pending.value = None;
         let h = decode_header(&encode_header(&pending, false)).unwrap();
         assert_eq!(h.value, ValueSlot::None);
         assert_eq!(h.entry, pending);
@@ -289,11 +289,7 @@ mod tests {
         buf[1] = HAS_VALUE | KEEP_VALUE;
         assert!(decode_header(&buf).is_err());
         // A huge tag count with no bytes behind it must not allocate.
-        let plain = Entry {
-            lease: None,
-            tags: Box::default(),
-            ..sample()
-        };
+        let plain = plain();
         let mut buf = encode_header(&plain, false);
         let n = buf.len();
         buf[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -306,7 +302,10 @@ mod tests {
             Err(CodecError::Invalid("version out of range"))
         );
         let mut leased = sample();
-        leased.lease.as_mut().unwrap().token = 1 << 53;
+        leased.set_lease(leased.lease().map(|l| Lease {
+            token: 1 << 53,
+            ..l
+        }));
         assert!(decode_header(&encode_header(&leased, false)).is_err());
         // Negative grace.
         let mut buf = encode_header(&plain, false);

@@ -3,11 +3,13 @@
 //! All times are absolute Unix milliseconds handed in by the caller, so every rule here can be
 //! tested without a server and replayed deterministically on a replica.
 
+use super::extras::{Extras, Tags};
+
 /// `fresh_until_ms` of an entry that never goes stale (a write-behind write without a TTL).
 pub const NEVER: i64 = i64::MAX;
 
 /// An outstanding fill lease: whoever holds `token` may fill the entry until `expires_ms`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lease {
     pub token: u64,
     pub granted_ms: i64,
@@ -20,23 +22,26 @@ impl Lease {
     }
 }
 
+/// The longest `GRACE` or `DELTA` an entry keeps (about 49.7 days): both are stored in 32
+/// bits, which keeps the entry at 48 bytes.
+pub const MAX_SPAN_MS: i64 = u32::MAX as i64;
+
 /// One cache entry: the value of a key of the module's type.
+///
+/// Laid out for memory (48 bytes, plus the value's own allocation): a cache's capacity is its
+/// hit rate. Grace and delta are 32-bit; the lease and tags live in [`Extras`], which costs
+/// nothing when both are absent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
-    /// Absent while the first fill is pending (the key exists only to hold the lease).
-    pub value: Option<Vec<u8>>,
     /// Fresh before this instant, [`NEVER`] for entries without a TTL.
     pub fresh_until_ms: i64,
-    /// After `fresh_until_ms`, the value is stale but still served for this long.
-    pub grace_ms: i64,
-    /// What recomputing the value costs (ms): the XFetch scale.
-    pub delta_ms: i64,
     /// Version of the last stored write; strictly increasing per key.
     pub version: u64,
-    /// Tags the entry carries (used by the tag commands).
-    pub tags: Box<[Vec<u8>]>,
-    /// At most one outstanding fill lease. It may have expired: check with `active_lease`.
-    pub lease: Option<Box<Lease>>,
+    grace_ms: u32,
+    delta_ms: u32,
+    /// Absent while the first fill is pending (the key exists only to hold the lease).
+    pub value: Option<Box<[u8]>>,
+    extras: Extras,
 }
 
 /// Where the value stands at a given instant.
@@ -49,23 +54,94 @@ pub enum Freshness {
     Absent,
 }
 
+/// A span in ms as the entry stores it: negative ones are refused before they get here, longer
+/// ones than [`MAX_SPAN_MS`] are held at it.
+fn span(ms: i64) -> u32 {
+    ms.clamp(0, MAX_SPAN_MS) as u32
+}
+
 impl Entry {
+    /// An entry with these fields, no lease and no tags.
+    pub fn new(
+        value: Option<Box<[u8]>>,
+        fresh_until_ms: i64,
+        grace_ms: i64,
+        delta_ms: i64,
+        version: u64,
+    ) -> Entry {
+        Entry {
+            fresh_until_ms,
+            version,
+            grace_ms: span(grace_ms),
+            delta_ms: span(delta_ms),
+            value,
+            extras: Extras::default(),
+        }
+    }
+
     /// An entry holding only a fill lease: the state after a first MISS.
     pub fn pending(lease: Lease) -> Entry {
-        Entry {
-            value: None,
-            fresh_until_ms: 0,
-            grace_ms: 0,
-            delta_ms: 0,
-            version: 0,
-            tags: Box::default(),
-            lease: Some(Box::new(lease)),
+        let mut e = Entry::new(None, 0, 0, 0, 0);
+        e.set_lease(Some(lease));
+        e
+    }
+
+    /// After `fresh_until_ms`, the value is stale but still served for this long.
+    pub fn grace_ms(&self) -> i64 {
+        self.grace_ms as i64
+    }
+
+    /// What recomputing the value costs (ms): the XFetch scale.
+    pub fn delta_ms(&self) -> i64 {
+        self.delta_ms as i64
+    }
+
+    pub fn set_grace_ms(&mut self, ms: i64) {
+        self.grace_ms = span(ms);
+    }
+
+    pub fn set_delta_ms(&mut self, ms: i64) {
+        self.delta_ms = span(ms);
+    }
+
+    /// At most one outstanding fill lease. It may have expired: check with `active_lease`.
+    pub fn lease(&self) -> Option<Lease> {
+        self.extras.lease()
+    }
+
+    pub fn has_lease(&self) -> bool {
+        self.extras.has_lease()
+    }
+
+    pub fn set_lease(&mut self, lease: Option<Lease>) {
+        if lease.is_some() || self.extras.has_lease() {
+            self.extras.set_lease(lease.as_ref());
         }
+    }
+
+    /// Tags the entry carries (used by the tag commands), in the order they were given.
+    pub fn tags(&self) -> Tags<'_> {
+        self.extras.tags()
+    }
+
+    pub fn has_tags(&self) -> bool {
+        self.extras.has_tags()
+    }
+
+    pub fn set_tags<T: AsRef<[u8]>>(&mut self, tags: &[T]) {
+        if !tags.is_empty() || self.extras.has_tags() {
+            self.extras.set_tags(tags);
+        }
+    }
+
+    /// The tags as owned byte strings (replies, tests).
+    pub fn tag_list(&self) -> Vec<Vec<u8>> {
+        self.tags().map(<[u8]>::to_vec).collect()
     }
 
     /// The instant the value stops being served at all.
     pub fn value_until_ms(&self) -> i64 {
-        self.fresh_until_ms.saturating_add(self.grace_ms)
+        self.fresh_until_ms.saturating_add(self.grace_ms())
     }
 
     pub fn freshness(&self, now: i64) -> Freshness {
@@ -86,15 +162,15 @@ impl Entry {
         }
     }
 
-    pub fn active_lease(&self, now: i64) -> Option<&Lease> {
-        self.lease.as_deref().filter(|l| l.is_active(now))
+    pub fn active_lease(&self, now: i64) -> Option<Lease> {
+        self.lease().filter(|l| l.is_active(now))
     }
 
     /// When the key itself should expire: when neither the value nor the lease is of any use.
     /// `None` means the key does not expire.
     pub fn key_expires_at(&self) -> Option<i64> {
         let value_end = self.value.as_ref().map(|_| self.value_until_ms());
-        let lease_end = self.lease.as_ref().map(|l| l.expires_ms);
+        let lease_end = self.lease().map(|l| l.expires_ms);
         let end = match (value_end, lease_end) {
             (Some(v), Some(l)) => v.max(l),
             (Some(v), None) => v,
@@ -107,12 +183,8 @@ impl Entry {
     /// Bytes this entry holds on the heap, for `MEMORY USAGE` and eviction.
     pub fn heap_size(&self) -> usize {
         std::mem::size_of::<Entry>()
-            + self.value.as_ref().map_or(0, |v| v.capacity())
-            + self.tags.iter().map(|t| t.capacity() + 24).sum::<usize>()
-            + self
-                .lease
-                .as_ref()
-                .map_or(0, |_| std::mem::size_of::<Lease>())
+            + self.value.as_ref().map_or(0, |v| v.len())
+            + self.extras.heap_size()
     }
 }
 
@@ -172,7 +244,7 @@ pub fn decide_write(
     let lease_effect = match w.token {
         Some(token) => {
             let entry = existing.ok_or(Refusal::NoEntry)?;
-            let lease = entry.lease.as_ref().ok_or(Refusal::NoLease)?;
+            let lease = entry.lease().ok_or(Refusal::NoLease)?;
             if lease.token != token {
                 return Err(Refusal::WrongToken);
             }
@@ -189,10 +261,10 @@ pub fn decide_write(
     let delta_ms = match (w.delta_ms, lease_effect, existing) {
         (Some(d), _, _) => d,
         (None, LeaseEffect::Filled, Some(e)) => {
-            let granted = e.lease.as_ref().map_or(now, |l| l.granted_ms);
+            let granted = e.lease().map_or(now, |l| l.granted_ms);
             now.saturating_sub(granted).max(0)
         }
-        (None, _, Some(e)) if e.value.is_some() => e.delta_ms,
+        (None, _, Some(e)) if e.value.is_some() => e.delta_ms(),
         (None, _, _) => default_delta_ms,
     };
     let fresh_until_ms = match w.ttl_ms {
@@ -208,23 +280,24 @@ pub fn decide_write(
 }
 
 impl WritePlan {
-    /// The entry to store. Tags are kept from the entry being replaced.
-    pub fn into_entry(self, value: Vec<u8>, version: u64, tags: Vec<Vec<u8>>) -> Entry {
-        Entry {
-            value: Some(value),
-            fresh_until_ms: self.fresh_until_ms,
-            grace_ms: self.grace_ms,
-            delta_ms: self.delta_ms,
+    /// The entry to store, carrying `tags` (those of the entry it replaces, or new ones).
+    pub fn into_entry<T: AsRef<[u8]>>(self, value: Box<[u8]>, version: u64, tags: &[T]) -> Entry {
+        let mut e = Entry::new(
+            Some(value),
+            self.fresh_until_ms,
+            self.grace_ms,
+            self.delta_ms,
             version,
-            tags: tags.into_boxed_slice(),
-            lease: None,
-        }
+        );
+        e.set_tags(tags);
+        e
     }
 }
 
 impl Entry {
-    /// Applies a write in place, reusing the value's buffer when it fits (an overwrite of a
-    /// hot key then allocates nothing). Tags are kept; the lease is gone (filled or revoked).
+    /// Applies a write in place, reusing the value's buffer when it has the same length (an
+    /// overwrite of a hot key with a same-sized value then allocates nothing). Tags are kept;
+    /// the lease is gone (filled or revoked).
     pub fn overwrite(
         &mut self,
         plan: WritePlan,
@@ -232,37 +305,32 @@ impl Entry {
         version: u64,
     ) -> Result<(), std::collections::TryReserveError> {
         match &mut self.value {
-            // Reuse unless the old buffer is much larger than needed (then give memory back).
-            Some(buf)
-                if buf.capacity() >= value.len() && buf.capacity() <= 2 * value.len() + 64 =>
-            {
-                buf.clear();
-                buf.extend_from_slice(value);
-            }
+            Some(buf) if buf.len() == value.len() => buf.copy_from_slice(value),
             slot => *slot = Some(copy_value(value)?),
         }
         self.fresh_until_ms = plan.fresh_until_ms;
-        self.grace_ms = plan.grace_ms;
-        self.delta_ms = plan.delta_ms;
+        self.set_grace_ms(plan.grace_ms);
+        self.set_delta_ms(plan.delta_ms);
         self.version = version;
-        self.lease = None;
+        self.set_lease(None);
         Ok(())
     }
 }
 
-/// Copies a value, failing instead of aborting when memory cannot be had.
-pub fn copy_value(value: &[u8]) -> Result<Vec<u8>, std::collections::TryReserveError> {
+/// Copies a value into a buffer of exactly its size, failing instead of aborting when memory
+/// cannot be had.
+pub fn copy_value(value: &[u8]) -> Result<Box<[u8]>, std::collections::TryReserveError> {
     let mut v = Vec::new();
     v.try_reserve_exact(value.len())?;
     v.extend_from_slice(value);
-    Ok(v)
+    Ok(v.into_boxed_slice())
 }
 
 /// `CACHE.RELEASE`: gives the lease up when `token` is the current active lease.
 pub fn release(entry: &mut Entry, token: u64, now: i64) -> bool {
     match entry.active_lease(now) {
         Some(l) if l.token == token => {
-            entry.lease = None;
+            entry.set_lease(None);
             true
         }
         _ => false,
@@ -282,15 +350,7 @@ mod tests {
     }
 
     fn entry(fresh_until: i64, grace: i64) -> Entry {
-        Entry {
-            value: Some(b"v".to_vec()),
-            fresh_until_ms: fresh_until,
-            grace_ms: grace,
-            delta_ms: 7,
-            version: 1,
-            tags: Box::default(),
-            lease: None,
-        }
+        Entry::new(Some(b"v"[..].into()), fresh_until, grace, 7, 1)
     }
 
     fn write(token: Option<u64>, delta: Option<i64>) -> Write {
@@ -320,15 +380,13 @@ mod tests {
     fn key_expiry_covers_value_and_lease() {
         let mut e = entry(100, 50);
         assert_eq!(e.key_expires_at(), Some(150));
-        e.lease = Some(Box::new(lease(1, 140, 200)));
+        e.set_lease(Some(lease(1, 140, 200)));
         assert_eq!(e.key_expires_at(), Some(200));
-        e.lease = Some(Box::new(lease(1, 0, 120)));
+        e.set_lease(Some(lease(1, 0, 120)));
         assert_eq!(e.key_expires_at(), Some(150));
         assert_eq!(Entry::pending(lease(1, 0, 10)).key_expires_at(), Some(10));
-        let forever = Entry {
-            fresh_until_ms: NEVER,
-            ..entry(0, 10)
-        };
+        let mut forever = entry(0, 10);
+        forever.fresh_until_ms = NEVER;
         assert_eq!(forever.key_expires_at(), None);
     }
 
@@ -338,9 +396,9 @@ mod tests {
         let w = write(Some(5), None);
         assert_eq!(decide_write(None, &w, 10, 0), Err(Refusal::NoEntry));
         assert_eq!(decide_write(Some(&e), &w, 10, 0), Err(Refusal::NoLease));
-        e.lease = Some(Box::new(lease(4, 0, 50)));
+        e.set_lease(Some(lease(4, 0, 50)));
         assert_eq!(decide_write(Some(&e), &w, 10, 0), Err(Refusal::WrongToken));
-        e.lease = Some(Box::new(lease(5, 0, 50)));
+        e.set_lease(Some(lease(5, 0, 50)));
         assert_eq!(
             decide_write(Some(&e), &w, 50, 0),
             Err(Refusal::LeaseExpired)
@@ -354,7 +412,7 @@ mod tests {
     #[test]
     fn authoritative_write_revokes_an_active_lease() {
         let mut e = entry(100, 0);
-        e.lease = Some(Box::new(lease(5, 0, 50)));
+        e.set_lease(Some(lease(5, 0, 50)));
         let plan = decide_write(Some(&e), &write(None, None), 10, 99).unwrap();
         assert_eq!(plan.lease_effect, LeaseEffect::Revoked);
         assert_eq!(plan.delta_ms, 7, "previous delta kept");
@@ -398,32 +456,42 @@ mod tests {
     #[test]
     fn overwrite_in_place_keeps_tags_and_drops_the_lease() {
         let mut e = entry(100, 0);
-        e.tags = vec![b"t".to_vec()].into();
-        e.lease = Some(Box::new(lease(5, 0, 50)));
+        e.set_tags(&[b"t"]);
+        e.set_lease(Some(lease(5, 0, 50)));
         let plan = decide_write(Some(&e), &write(Some(5), None), 10, 0).unwrap();
         e.overwrite(plan, b"new", 77).unwrap();
         assert_eq!(e.value.as_deref(), Some(&b"new"[..]));
-        assert_eq!((e.version, e.delta_ms, e.fresh_until_ms), (77, 10, 1010));
-        assert_eq!(&*e.tags, &[b"t".to_vec()][..]);
-        assert!(e.lease.is_none());
+        assert_eq!((e.version, e.delta_ms(), e.fresh_until_ms), (77, 10, 1010));
+        assert_eq!(e.tag_list(), vec![b"t".to_vec()]);
+        assert!(!e.has_lease());
         let big = vec![7u8; 10_000];
         let plan = decide_write(Some(&e), &write(None, None), 10, 0).unwrap();
         e.overwrite(plan.clone(), &big, 78).unwrap();
         e.overwrite(plan, b"x", 79).unwrap();
-        assert!(
-            e.value.as_ref().unwrap().capacity() < 1000,
-            "shrinks a much larger buffer"
-        );
+        assert_eq!(e.value.as_deref(), Some(&b"x"[..]), "no larger buffer kept");
+    }
+
+    #[test]
+    fn entry_is_48_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 48);
+    }
+
+    #[test]
+    fn spans_are_held_in_32_bits() {
+        let mut e = entry(0, MAX_SPAN_MS + 5);
+        assert_eq!(e.grace_ms(), MAX_SPAN_MS);
+        e.set_delta_ms(-3);
+        assert_eq!(e.delta_ms(), 0);
     }
 
     #[test]
     fn release_only_the_current_lease() {
         let mut e = entry(100, 0);
-        e.lease = Some(Box::new(lease(5, 0, 50)));
+        e.set_lease(Some(lease(5, 0, 50)));
         assert!(!release(&mut e, 4, 10));
         assert!(!release(&mut e, 5, 50), "expired lease is not current");
         assert!(release(&mut e, 5, 10));
-        assert!(e.lease.is_none());
+        assert!(!e.has_lease());
         assert!(!release(&mut e, 5, 10));
     }
 }

@@ -49,15 +49,7 @@ mod tests {
     use crate::core::entry::Lease;
 
     fn valued(fresh_until: i64, grace: i64) -> Entry {
-        Entry {
-            value: Some(b"v".to_vec()),
-            fresh_until_ms: fresh_until,
-            grace_ms: grace,
-            delta_ms: 0,
-            version: 1,
-            tags: Box::default(),
-            lease: None,
-        }
+        Entry::new(Some(b"v"[..].into()), fresh_until, grace, 0, 1)
     }
 
     fn lease(token: u64, expires: i64) -> Lease {
@@ -75,7 +67,7 @@ mod tests {
         assert_eq!(decide(Some(&valued(100, 50)), 10), d(Status::Hit, false));
         assert_eq!(decide(Some(&valued(100, 50)), 120), d(Status::Stale, true));
         let mut stale = valued(100, 50);
-        stale.lease = Some(Box::new(lease(3, 200)));
+        stale.set_lease(Some(lease(3, 200)));
         assert_eq!(decide(Some(&stale), 120), d(Status::Stale, false));
         let pending = Entry::pending(lease(3, 200));
         assert_eq!(decide(Some(&pending), 10), d(Status::Locked, false));

@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod entry;
+pub mod extras;
 pub mod lock;
 pub mod number;
 pub mod tags;

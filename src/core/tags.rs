@@ -140,14 +140,15 @@ impl TagIndex {
 
     /// The entry `id`, at `key` in `db`, carries exactly `tags` now (none: it leaves the
     /// index). Repeated tags count once.
-    pub fn set(&mut self, id: EntryId, db: i32, key: &[u8], tags: &[Vec<u8>]) {
+    pub fn set<I>(&mut self, id: EntryId, db: i32, key: &[u8], tags: I)
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
         self.remove(id);
-        if tags.is_empty() {
-            return;
-        }
-        let mut memberships: Vec<(TagId, u64)> = Vec::with_capacity(tags.len());
+        let mut memberships: Vec<(TagId, u64)> = Vec::new();
         for tag in tags {
-            let tid = self.intern(db, tag);
+            let tid = self.intern(db, tag.as_ref());
             if memberships.iter().any(|(t, _)| *t == tid) {
                 continue;
             }
@@ -157,6 +158,9 @@ impl TagIndex {
                 set.members.insert(seq, id);
             }
             memberships.push((tid, seq));
+        }
+        if memberships.is_empty() {
+            return;
         }
         self.bytes += PER_ENTRY + key.len() + memberships.len() * PER_MEMBERSHIP;
         self.entries.insert(
@@ -322,16 +326,25 @@ impl TagIndex {
     }
 
     /// Whether an entry of `db` with these tags and this version is invalidated.
-    pub fn is_invalidated(&self, db: i32, tags: &[Vec<u8>], version: u64) -> bool {
+    pub fn is_invalidated<I>(&self, db: i32, tags: I, version: u64) -> bool
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
         self.has_tombs()
-            && tags
-                .iter()
-                .any(|t| self.tomb(db, t).is_some_and(|tomb| version < tomb.id))
+            && tags.into_iter().any(|t| {
+                self.tomb(db, t.as_ref())
+                    .is_some_and(|tomb| version < tomb.id)
+            })
     }
 
     /// Whether a fill with lease `token` may carry these tags in `db`: not when one of them
     /// was invalidated after the lease was granted.
-    pub fn fill_allowed(&self, db: i32, tags: &[Vec<u8>], token: u64) -> bool {
+    pub fn fill_allowed<I>(&self, db: i32, tags: I, token: u64) -> bool
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
         !self.is_invalidated(db, tags, token)
     }
 
@@ -469,7 +482,7 @@ mod tests {
         );
         assert!(ix.remove(2));
         assert!(!ix.remove(2));
-        ix.set(1, 0, b"a", &[]);
+        ix.set(1, 0, b"a", &[] as &[Vec<u8>]);
         assert_eq!(
             (ix.tag_count(), ix.tagged_entries(), ix.heap_bytes()),
             (0, 0, 0)

@@ -63,8 +63,8 @@ pub fn election_impossible(now: i64, fresh_until: i64, delta_ms: i64, beta: f64)
 /// uniform in (0, 1]; it is called only when an early refresh is possible.
 pub fn decide(entry: Option<&Entry>, now: i64, beta: f64, draw: impl FnOnce() -> f64) -> Decision {
     decide_read(entry, now, |e| {
-        !election_impossible(now, e.fresh_until_ms, e.delta_ms, beta)
-            && xfetch_elects(now, e.fresh_until_ms, e.delta_ms, beta, draw())
+        !election_impossible(now, e.fresh_until_ms, e.delta_ms(), beta)
+            && xfetch_elects(now, e.fresh_until_ms, e.delta_ms(), beta, draw())
     })
 }
 
@@ -96,19 +96,11 @@ mod tests {
     use crate::core::entry::Lease;
 
     fn entry(fresh_until: i64, grace: i64, delta: i64) -> Entry {
-        Entry {
-            value: Some(b"v".to_vec()),
-            fresh_until_ms: fresh_until,
-            grace_ms: grace,
-            delta_ms: delta,
-            version: 1,
-            tags: Box::default(),
-            lease: None,
-        }
+        Entry::new(Some(b"v"[..].into()), fresh_until, grace, delta, 1)
     }
 
     fn leased(mut e: Entry, expires: i64) -> Entry {
-        e.lease = Some(Box::new(Lease {
+        e.set_lease(Some(Lease {
             token: 9,
             granted_ms: 0,
             expires_ms: expires,

@@ -67,17 +67,13 @@ pub fn into_raw(entry: Entry) -> *mut Entry {
 /// Whether the ids an entry carries are no further ahead of the clock than a client's payload
 /// may bring (see `core::version::MAX_AHEAD_MS`).
 fn ids_are_plausible(entry: &Entry) -> bool {
-    ids::is_plausible(entry.version)
-        && entry
-            .lease
-            .as_ref()
-            .is_none_or(|l| ids::is_plausible(l.token))
+    ids::is_plausible(entry.version) && entry.lease().is_none_or(|l| ids::is_plausible(l.token))
 }
 
 /// Records the ids an entry carries so this server never issues them again.
 pub fn observe_ids(entry: &Entry) {
     ids::observe(entry.version);
-    if let Some(l) = &entry.lease {
+    if let Some(l) = entry.lease() {
         ids::observe(l.token);
         // An invalidation must outlive this lease too (see `tagindex::lease_granted`).
         tagindex::lease_granted(l.expires_ms);
@@ -156,7 +152,7 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
             ValueSlot::None => {}
             // SAFETY: `rdb` is the handle of this rdb_load call.
             ValueSlot::Present => match unsafe { load_bytes(rdb) } {
-                Some(v) => entry.value = Some(v),
+                Some(v) => entry.value = Some(v.into_boxed_slice()),
                 None => return ptr::null_mut(),
             },
             // "keep the value" only makes sense as a replicated effect, never in a payload.
@@ -358,7 +354,7 @@ unsafe extern "C" fn unlink(key: *mut raw::RedisModuleString, value: *const c_vo
         // SAFETY: Redis passes the value of the key leaving the keyspace (see `entry_at`).
         let entry = unsafe { entry_at(value) };
         tagindex::forget(entry);
-        let counted = match entry.lease.as_ref() {
+        let counted = match entry.lease() {
             Some(lease) if lease.is_active(ids::now_ms()) => {
                 stats::LEASES_REVOKED.incr();
                 Counted::Revoked
@@ -426,7 +422,7 @@ unsafe extern "C" fn copy(
     guarded(ptr::null_mut(), || {
         // SAFETY: Redis passes the value of the key being copied (see `entry_at`).
         let mut entry = unsafe { entry_at(value) }.clone();
-        entry.lease = None;
+        entry.set_lease(None);
         into_raw(entry).cast::<c_void>()
     })
 }

@@ -30,10 +30,10 @@ pub fn grant(
     stats::LEASES_GRANTED.incr();
     match key.entry() {
         Some(e) => {
-            if e.lease.as_ref().is_some_and(|l| !l.is_active(now)) {
+            if e.lease().is_some_and(|l| !l.is_active(now)) {
                 stats::LEASES_EXPIRED.incr();
             }
-            e.lease = Some(Box::new(lease));
+            e.set_lease(Some(lease));
             replicate::metadata_changed(ctx, name, e);
             let expires = e.key_expires_at();
             key.set_expiry(expires);

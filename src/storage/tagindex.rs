@@ -41,10 +41,10 @@ pub fn leases_end_by() -> i64 {
 /// Whether `entry` (in the database `db` gives) is invalidated by a tag: it reads as absent
 /// and is removed. Untagged entries never are, and cost no lookup.
 pub fn invalidated(db: impl FnOnce() -> i32, entry: &Entry) -> bool {
-    if entry.tags.is_empty() {
+    if !entry.has_tags() {
         return false;
     }
-    with(|ix| ix.has_tombs() && ix.is_invalidated(db(), &entry.tags, entry.version))
+    with(|ix| ix.has_tombs() && ix.is_invalidated(db(), entry.tags(), entry.version))
 }
 
 pub fn with<T>(f: impl FnOnce(&mut TagIndex) -> T) -> T {
@@ -60,10 +60,10 @@ pub fn id_of(entry: *const Entry) -> EntryId {
 pub fn indexed(entry: &Entry, db: i32, key: &[u8]) {
     let id = id_of(entry);
     // An untagged entry may have carried tags before this write: take it out.
-    if entry.tags.is_empty() {
+    if !entry.has_tags() {
         with(|ix| ix.remove(id));
     } else {
-        with(|ix| ix.set(id, db, key, &entry.tags));
+        with(|ix| ix.set(id, db, key, entry.tags()));
     }
 }
 

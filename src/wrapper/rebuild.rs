@@ -66,7 +66,7 @@ extern "C" fn index_scanned(
                 let Some(entry) = entry.as_ref() else {
                     return;
                 };
-                if entry.tags.is_empty() {
+                if !entry.has_tags() {
                     return;
                 }
                 let mut len = 0;
@@ -75,10 +75,10 @@ extern "C" fn index_scanned(
                 let db = *data.cast::<i32>();
                 tagindex::with(|ix| {
                     // Invalidated before the save and not yet removed: removal goes on.
-                    if ix.is_invalidated(db, &entry.tags, entry.version) {
+                    if ix.is_invalidated(db, entry.tags(), entry.version) {
                         ix.queue_removal(db, key_name);
                     } else {
-                        ix.set(id_of(entry), db, key_name, &entry.tags);
+                        ix.set(id_of(entry), db, key_name, entry.tags());
                     }
                 });
             }
