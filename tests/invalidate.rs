@@ -64,6 +64,15 @@ fn invalidated_entries_read_as_absent_at_once_and_others_stay() {
         assert!(token.is_some());
     }
     assert_eq!(tagcount(&mut c, "t1"), 0);
+    // Under their other tags too, at once: no longer counted, no longer listed.
+    tagset(&mut c, "d", b"D", HOUR, &["t3", "t4"]).unwrap();
+    tagset(&mut c, "e", b"E", HOUR, &["t4"]).unwrap();
+    assert_eq!(invalidate(&mut c, &["t3"]), 2);
+    assert_eq!(tagcount(&mut c, "t4"), 1);
+    assert_eq!(tagscan_all(&mut c, "t4"), vec!["e".to_string()]);
+    // An entry invalidated already counts no more.
+    assert_eq!(invalidate(&mut c, &["t3", "t4"]), 1);
+    tagset(&mut c, "c", b"C", HOUR, &["t3"]).unwrap();
     assert_eq!(cache_get(&mut c, "c").as_deref(), Some(&b"C"[..]));
     assert_eq!(cache_get(&mut c, "plain").as_deref(), Some(&b"P"[..]));
     assert_eq!(invalidate(&mut c, &["nothing"]), 0);
@@ -72,8 +81,8 @@ fn invalidated_entries_read_as_absent_at_once_and_others_stay() {
     assert_eq!(cache_get(&mut c, "b").as_deref(), Some(&b"B2"[..]));
     assert_eq!(tagcount(&mut c, "t1"), 1);
     let i = info_cache(&mut c);
-    assert_eq!(i["tag_invalidations"], 2);
-    assert_eq!(i["tag_entries_invalidated"], 2);
+    assert_eq!(i["tag_invalidations"], 4);
+    assert_eq!(i["tag_entries_invalidated"], 5);
 }
 
 #[test]

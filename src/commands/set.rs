@@ -156,19 +156,12 @@ pub fn store(
         Some(e) => {
             e.overwrite(plan, bytes, version)
                 .map_err(|_| CacheError::Internal)?;
-            let retagged = match tags {
-                Tags::Replace(t) => {
-                    e.set_tags(&t);
-                    true
-                }
-                Tags::Keep => false,
-            };
+            if let Tags::Replace(t) = tags {
+                tagindex::retag(e, server::selected_db(ctx), &t);
+            }
             replicate::entry_written(ctx, name, e, Some(value));
             let expires = e.key_expires_at();
             key.set_expiry(expires);
-            if retagged {
-                key.reindex();
-            }
         }
         None => {
             let owned = copy_value(bytes).map_err(|_| CacheError::Internal)?;

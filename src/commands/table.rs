@@ -181,7 +181,7 @@ pub const COMMANDS: &[CommandSpec] = &[
         arity: -3,
         keys: Keys::None,
         summary: c"The keys of live entries that carry the tag, SCAN-style: [next-cursor, [key ...]].",
-        complexity: c"O(COUNT) per call (O(log N) to find the cursor among N members)",
+        complexity: c"O(COUNT) per call: a SCAN of up to 10 x COUNT keys that keeps the tag's entries",
         since: SINCE,
         args: &[
             ArgSpec::required(c"tag", String),
@@ -197,7 +197,7 @@ pub const COMMANDS: &[CommandSpec] = &[
         arity: -2,
         keys: Keys::None,
         summary: c"Invalidates every entry that carries one of the tags: absent from the reply on, removed in slices. Reply: how many.",
-        complexity: c"O(1) for one tag; O(N) over the members of the 2nd and later tags; the removal runs later, in bounded slices",
+        complexity: c"O(G) for the G distinct tag sets among the entries it invalidates; the removal runs later, in bounded slices",
         since: SINCE,
         args: &[ArgSpec::multiple(c"tag", String)],
     },
@@ -209,7 +209,7 @@ pub const COMMANDS: &[CommandSpec] = &[
         arity: -4,
         keys: Keys::None,
         summary: c"Internal: an invalidation, as replication and the AOF carry it; refused from clients.",
-        complexity: c"O(N) for N entries invalidated",
+        complexity: c"O(G) for the G distinct tag sets among the entries it invalidates, as CACHE.TAGINVALIDATE",
         since: SINCE,
         args: &[
             ArgSpec::required(c"id", Integer),

@@ -4,7 +4,8 @@
 //!   as `CACHE.SET`, and the entry carries exactly these tags from now on.
 //! - `CACHE.TAGS key`: the entry's tags, or an empty array.
 //! - `CACHE.TAGCOUNT tag`: how many live entries of the database carry the tag.
-//! - `CACHE.TAGSCAN tag cursor [COUNT n]`: their keys, SCAN-style.
+//! - `CACHE.TAGSCAN tag cursor [COUNT n]`: their keys, SCAN-style (a `SCAN` of the database
+//!   that keeps the entries with the tag: the index counts, it keeps no lists of keys).
 //! - `CACHE.TAGINVALIDATE tag [tag ...]`: every entry that carries one of the tags reads as
 //!   absent from the reply on, and is removed in slices (`wrapper::removal`).
 //! - `CACHE.TAGAPPLY id until-ms tag [tag ...]` (internal): an invalidation as replicated and
@@ -18,11 +19,11 @@ use crate::core::tags::Tomb;
 use crate::core::version::is_valid_id;
 use crate::error::CacheError;
 use crate::stats;
-use crate::storage::arg::Arg;
+use crate::storage::arg::{with_name, Arg};
 use crate::storage::key::open_entry;
 use crate::storage::server::{origin, Origin};
 use crate::storage::{ids, server, tagindex};
-use crate::wrapper::removal;
+use crate::wrapper::{blocked, removal};
 
 /// `TAGSCAN`'s page size when `COUNT` is not given, as for `SCAN`.
 const DEFAULT_COUNT: usize = 10;
@@ -98,12 +99,72 @@ pub fn tagscan(ctx: &Context, args: &[Arg]) -> RedisResult {
         }
         _ => return Err(CacheError::Syntax.into()),
     };
-    let db = server::selected_db(ctx);
-    let (next, keys) = tagindex::with(|ix| ix.scan(db, tag.as_slice(), cursor, count));
+    let (next, keys) = scan_for_tag(ctx, tag.as_slice(), cursor, count)?;
     Ok(RedisValue::Array(vec![
-        RedisValue::StringBuffer(next.to_string().into_bytes()),
+        RedisValue::StringBuffer(next.into_bytes()),
         RedisValue::Array(keys.into_iter().map(RedisValue::StringBuffer).collect()),
     ]))
+}
+
+/// How many keys one `TAGSCAN` call walks at most, per key it is asked for: the work of a call
+/// stays bounded however rare the tag is (the call then answers fewer keys, as `SCAN` with
+/// `MATCH` does).
+const WALK_PER_KEY: usize = 10;
+
+/// `SCAN` of the selected database from `cursor`, keeping the keys of live entries that carry
+/// `tag`, until about `count` are found, the walk has seen `WALK_PER_KEY` times as many keys,
+/// or the iteration ends. The cursor is `SCAN`'s, so the promise is `SCAN`'s.
+fn scan_for_tag(
+    ctx: &Context,
+    tag: &[u8],
+    cursor: u64,
+    count: usize,
+) -> Result<(String, Vec<Vec<u8>>), redis_module::RedisError> {
+    // No live entry carries the tag: none is owed, and the walk ends at once.
+    if tagindex::with(|ix| ix.count(server::selected_db(ctx), tag)) == 0 {
+        return Ok(("0".to_string(), Vec::new()));
+    }
+    let budget = count.saturating_mul(WALK_PER_KEY);
+    let step = count.to_string();
+    let mut cursor = cursor.to_string();
+    let mut keys = Vec::new();
+    let mut walked = 0usize;
+    loop {
+        let reply = ctx.call("SCAN", &[cursor.as_str(), "COUNT", step.as_str()][..])?;
+        let RedisValue::Array(parts) = reply else {
+            return Err(CacheError::Internal.into());
+        };
+        let [next, RedisValue::Array(batch)] = &parts[..] else {
+            return Err(CacheError::Internal.into());
+        };
+        cursor = match next {
+            RedisValue::SimpleString(s) => s.clone(),
+            RedisValue::StringBuffer(b) => String::from_utf8_lossy(b).into_owned(),
+            _ => return Err(CacheError::Internal.into()),
+        };
+        for k in batch {
+            let name: &[u8] = match k {
+                RedisValue::SimpleString(s) => s.as_bytes(),
+                RedisValue::StringBuffer(b) => b,
+                _ => continue,
+            };
+            walked += 1;
+            if carries(ctx, name, tag) {
+                keys.push(name.to_vec());
+            }
+        }
+        if cursor == "0" || keys.len() >= count || walked >= budget {
+            return Ok((cursor, keys));
+        }
+    }
+}
+
+/// Whether the key `name` holds a live entry that carries `tag`.
+fn carries(ctx: &Context, name: &[u8], tag: &[u8]) -> bool {
+    with_name(ctx, name, |name| match open_entry(ctx, name) {
+        Ok(Some(key)) => key.entry().tags().any(|t| t == tag),
+        _ => false,
+    })
 }
 
 pub fn taginvalidate(ctx: &Context, args: &[Arg]) -> RedisResult {
@@ -133,6 +194,9 @@ fn invalidate(ctx: &Context, tags: &[Arg], tomb: Tomb) -> usize {
     let tags: Vec<&[u8]> = tags.iter().map(|t| t.as_slice()).collect();
     let n = tagindex::with(|ix| ix.invalidate(db, &tags, tomb));
     removal::arm(ctx);
+    if n > 0 {
+        blocked::every_line_due(ctx);
+    }
     n
 }
 

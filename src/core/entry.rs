@@ -134,6 +134,15 @@ impl Entry {
         }
     }
 
+    /// Whether the tag index counts this entry (`storage::tagindex` keeps it true).
+    pub fn is_indexed(&self) -> bool {
+        self.extras.is_indexed()
+    }
+
+    pub fn set_indexed(&mut self, on: bool) {
+        self.extras.set_indexed(on);
+    }
+
     /// The tags as owned byte strings (replies, tests).
     pub fn tag_list(&self) -> Vec<Vec<u8>> {
         self.tags().map(<[u8]>::to_vec).collect()

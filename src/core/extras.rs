@@ -13,6 +13,8 @@ use thin_vec::ThinVec;
 use super::entry::Lease;
 
 const LEASE: u8 = 1;
+/// The tag index counts the entry (see `storage::tagindex`): never saved, never copied.
+const INDEXED: u8 = 2;
 const LEASE_BYTES: usize = 24;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -63,19 +65,20 @@ impl Extras {
 
     /// Rebuilds the bytes from a lease and encoded tags (both rarely change, so a rebuild is
     /// cheaper in memory than room kept for them).
-    fn build(lease: Option<&Lease>, tag_bytes: &[u8]) -> Extras {
+    fn build(lease: Option<&Lease>, tag_bytes: &[u8], indexed: bool) -> Extras {
         if lease.is_none() && tag_bytes.is_empty() {
             return Extras::default();
         }
         let mut v = ThinVec::with_capacity(1 + LEASE_BYTES + tag_bytes.len());
+        let indexed = if indexed { INDEXED } else { 0 };
         match lease {
             Some(l) => {
-                v.push(LEASE);
+                v.push(LEASE | indexed);
                 for w in [l.token, l.granted_ms as u64, l.expires_ms as u64] {
                     v.extend_from_slice(&w.to_le_bytes());
                 }
             }
-            None => v.push(0),
+            None => v.push(indexed),
         }
         v.extend_from_slice(tag_bytes);
         v.shrink_to_fit();
@@ -84,7 +87,7 @@ impl Extras {
 
     pub fn set_lease(&mut self, lease: Option<&Lease>) {
         let tags = self.0.get(self.tags_at()..).unwrap_or(&[]).to_vec();
-        *self = Extras::build(lease, &tags);
+        *self = Extras::build(lease, &tags, self.is_indexed());
     }
 
     pub fn set_tags<T: AsRef<[u8]>>(&mut self, tags: &[T]) {
@@ -103,7 +106,19 @@ impl Extras {
             }
             bytes.extend_from_slice(t);
         }
-        *self = Extras::build(self.lease().as_ref(), &bytes);
+        *self = Extras::build(self.lease().as_ref(), &bytes, self.is_indexed());
+    }
+
+    pub fn is_indexed(&self) -> bool {
+        self.flags() & INDEXED != 0
+    }
+
+    /// Marks the entry as counted by the tag index, or not. Only an entry with tags or a lease
+    /// has the byte to keep it in; the index counts only entries with tags.
+    pub fn set_indexed(&mut self, on: bool) {
+        if let Some(f) = self.0.first_mut() {
+            *f = if on { *f | INDEXED } else { *f & !INDEXED };
+        }
     }
 
     /// Heap bytes held (allocator rounding aside).
@@ -179,9 +194,13 @@ mod tests {
         assert_eq!(x.lease(), Some(lease(9)));
         let tags: Vec<&[u8]> = x.tags().collect();
         assert_eq!(tags, vec![&b"a"[..], b"", &[7u8; 300][..]]);
+        x.set_indexed(true);
         x.set_lease(None);
         assert_eq!(x.lease(), None);
         assert_eq!(x.tags().count(), 3);
+        assert!(x.is_indexed(), "kept across a change of the lease");
+        x.set_indexed(false);
+        assert!(!x.is_indexed());
         x.set_tags::<&[u8]>(&[]);
         assert_eq!(x.heap_size(), 0);
     }

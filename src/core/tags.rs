@@ -1,87 +1,171 @@
-//! The tag index: which live entries carry which tag, per database. Derived state: the
-//! entries hold their tags, and this index is kept true on every path by which an entry
-//! appears, changes its tags or goes, and rebuilt from the keyspace after a load.
+//! The tag index: how many live entries of each database carry each tag, and the
+//! invalidations in force. Derived state: the entries hold their tags, and the storage layer
+//! tells the index about every entry that appears with tags or goes, and rebuilds it from
+//! the keyspace after a load.
 //!
-//! An entry is known by an opaque [`EntryId`] (the storage layer uses the entry's address,
-//! which Redis keeps while the value lives), so that a path that only sees the value (Redis's
-//! `unlink` callback) can take it out. Each membership has a sequence number from one counter:
-//! `scan` walks a tag's members in that order, so a cursor is just the next number to look at,
-//! and an entry that carries the tag for a whole iteration is returned at least once however
-//! the index changes meanwhile (a member added later gets a larger number).
+//! The index keeps nothing per entry. Entries of one database that carry the same tags form a
+//! *group*, held once with a count: an application's entries share a few tag sets ("tenant
+//! 42, products"), so the index costs per distinct tag set, not per entry, and a tagged entry
+//! costs hardly more than an untagged one. A tag knows its groups, so that invalidating it
+//! counts its entries once (an entry is in one group, and a group is taken out at the first
+//! of the invalidated tags it carries) in work that grows with the number of its groups, not
+//! of its entries.
+//!
+//! What the index cannot do without per-entry records (list a tag's keys, find the entries an
+//! invalidation hit) the storage layer does by walking the keyspace: `CACHE.TAGSCAN` and the
+//! removal of invalidated entries (`wrapper::removal`). The walks the removal needs are counted
+//! here, so that an invalidation is kept until a walk that began after it has ended.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 
-/// Identifies a live entry (the storage layer's choice: its address).
-pub type EntryId = usize;
-
-/// A (database, tag) pair, interned: memberships hold this instead of the tag's bytes.
+/// A (database, tag) pair, interned.
 type TagId = u32;
+/// A (database, tag list) group.
+type GroupId = u32;
 
-/// One (database, tag): its name and its members in sequence order.
+/// A vector of slots with free-list reuse, so that ids stay small and stable.
 #[derive(Debug, Clone)]
-struct TagSet {
-    db: i32,
-    name: Box<[u8]>,
-    members: BTreeMap<u64, EntryId>,
+struct Slab<T> {
+    slots: Vec<Option<T>>,
+    free: Vec<u32>,
 }
 
-/// What one indexed entry is: where it lives, and its memberships (tag, sequence number).
-#[derive(Debug, Clone)]
-struct Member {
-    db: i32,
-    key: Box<[u8]>,
-    tags: Box<[(TagId, u64)]>,
-}
-
-/// Approximate bytes beyond the strings: an entry (its map slot and boxes), a membership (a
-/// B-tree slot and its pair), a tag (its set and lookup slots).
-const PER_ENTRY: usize = 64;
-const PER_MEMBERSHIP: usize = 40;
-const PER_TAG: usize = 112;
-
-#[derive(Debug, Default, Clone)]
-pub struct TagIndex {
-    /// tag -> the databases it is used in, with their ids.
-    ids: HashMap<Box<[u8]>, Vec<(i32, TagId)>>,
-    /// TagId -> its set; `None` for a free slot (listed in `free`).
-    sets: Vec<Option<TagSet>>,
-    free: Vec<TagId>,
-    entries: HashMap<EntryId, Member>,
-    next_seq: u64,
-    bytes: usize,
-    /// tag -> per database, the invalidation in force (see `Tomb`).
-    tombs: HashMap<Box<[u8]>, Vec<(i32, Tomb)>>,
-    /// Invalidated entries still in the keyspace, to be removed in slices.
-    pending: VecDeque<(i32, Pending)>,
-    /// How many entries `pending` holds.
-    pending_len: usize,
-}
-
-/// Entries to remove: a whole tag's members as the invalidation took them (moved, not
-/// copied: the call is O(1) in the tag's size), or one key found by a rebuild.
-#[derive(Debug, Clone)]
-enum Pending {
-    Members(BTreeMap<u64, EntryId>),
-    Key(Box<[u8]>),
-}
-
-impl Pending {
-    fn len(&self) -> usize {
-        match self {
-            Pending::Members(m) => m.len(),
-            Pending::Key(_) => 1,
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab {
+            slots: Vec::new(),
+            free: Vec::new(),
         }
     }
 }
 
+impl<T> Slab<T> {
+    fn insert(&mut self, value: T) -> u32 {
+        match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = Some(value);
+                id
+            }
+            None => {
+                self.slots.push(Some(value));
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    fn take(&mut self, id: u32) -> Option<T> {
+        let v = self.slots.get_mut(id as usize)?.take();
+        if v.is_some() {
+            self.free.push(id);
+        }
+        v
+    }
+
+    fn get(&self, id: u32) -> Option<&T> {
+        self.slots.get(id as usize)?.as_ref()
+    }
+
+    fn get_mut(&mut self, id: u32) -> Option<&mut T> {
+        self.slots.get_mut(id as usize)?.as_mut()
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|v| (i as u32, v)))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Tag {
+    db: i32,
+    name: Box<[u8]>,
+    /// Live entries that carry the tag.
+    live: u64,
+    /// The groups that carry it.
+    groups: Vec<GroupId>,
+}
+
+#[derive(Debug, Clone)]
+struct Group {
+    db: i32,
+    /// Its key in `group_ids`.
+    key: Box<[u8]>,
+    count: u64,
+    /// Its tags, each with the group's position in that tag's `groups`.
+    tags: Box<[(TagId, u32)]>,
+}
+
+/// Approximate heap bytes beyond the strings: a tag (its slot and map entry), a group (its
+/// slot, map entry and tag list), a group's place in a tag's list.
+const PER_TAG: usize = 96;
+const PER_GROUP: usize = 96;
+const PER_MEMBERSHIP: usize = 12;
+
 /// A tag's invalidation: every entry of the database that carries the tag and has a version
 /// below `id` is invalidated (reads as absent, then removed), and a fill whose lease token is
-/// below `id` may not bring the tag back. Kept until the removal is done and `until_ms` (when
-/// every lease granted before the invalidation has ended) has passed.
+/// below `id` may not bring the tag back. Kept until a walk of the keyspace that began after
+/// it has removed its entries, and until `until_ms` (when every lease granted before the
+/// invalidation has ended) has passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tomb {
     pub id: u64,
     pub until_ms: i64,
+}
+
+/// A tomb and the removal walk that must end before it may go (0: none needed).
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    tomb: Tomb,
+    walk: u64,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct TagIndex {
+    /// db and tag name -> its id.
+    tag_ids: HashMap<Box<[u8]>, TagId>,
+    tags: Slab<Tag>,
+    /// db and encoded tag list -> its group.
+    group_ids: HashMap<Box<[u8]>, GroupId>,
+    groups: Slab<Group>,
+    /// Live tagged entries.
+    entries: u64,
+    bytes: usize,
+    /// tag -> per database, the invalidation in force.
+    tombs: HashMap<Box<[u8]>, Vec<(i32, Kept)>>,
+    /// Invalidated entries still in the keyspace, per database.
+    pending: HashMap<i32, u64>,
+    /// Removal walks: the number the next one gets, and the last one that ended.
+    next_walk: u64,
+    walk_done: u64,
+}
+
+/// `db` and a name, as the key of `tag_ids`.
+fn tag_key(db: i32, name: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + name.len());
+    k.extend_from_slice(&db.to_le_bytes());
+    k.extend_from_slice(name);
+    k
+}
+
+/// `db` and a tag list, as the key of `group_ids`: each tag with its length before it.
+fn group_key<I>(db: i32, tags: I) -> Vec<u8>
+where
+    I: IntoIterator,
+    I::Item: AsRef<[u8]>,
+{
+    let mut k = db.to_le_bytes().to_vec();
+    for t in tags {
+        let t = t.as_ref();
+        k.extend_from_slice(&(t.len() as u32).to_le_bytes());
+        k.extend_from_slice(t);
+    }
+    k
 }
 
 impl TagIndex {
@@ -89,142 +173,188 @@ impl TagIndex {
         TagIndex::default()
     }
 
-    fn lookup(&self, db: i32, tag: &[u8]) -> Option<&TagSet> {
-        let (_, id) = self.ids.get(tag)?.iter().find(|(d, _)| *d == db)?;
-        self.sets[*id as usize].as_ref()
+    fn tag_id(&self, db: i32, name: &[u8]) -> Option<TagId> {
+        self.tag_ids.get(&tag_key(db, name)[..]).copied()
     }
 
-    /// The id of (db, tag), made when it is new.
-    fn intern(&mut self, db: i32, tag: &[u8]) -> TagId {
-        if let Some((_, id)) = self
-            .ids
-            .get(tag)
-            .and_then(|v| v.iter().find(|(d, _)| *d == db))
-        {
+    fn intern(&mut self, db: i32, name: &[u8]) -> TagId {
+        let key = tag_key(db, name);
+        if let Some(id) = self.tag_ids.get(&key[..]) {
             return *id;
         }
-        let set = TagSet {
+        let id = self.tags.insert(Tag {
             db,
-            name: tag.into(),
-            members: BTreeMap::new(),
-        };
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.sets[id as usize] = Some(set);
-                id
-            }
-            None => {
-                self.sets.push(Some(set));
-                (self.sets.len() - 1) as TagId
-            }
-        };
-        self.ids.entry(tag.into()).or_default().push((db, id));
-        self.bytes += PER_TAG + 2 * tag.len();
+            name: name.into(),
+            live: 0,
+            groups: Vec::new(),
+        });
+        self.bytes += PER_TAG + key.len() + name.len();
+        self.tag_ids.insert(key.into_boxed_slice(), id);
         id
     }
 
-    /// Frees (db, tag) once it has no members.
-    fn release(&mut self, id: TagId) {
-        let Some(set) = self.sets[id as usize].take() else {
+    /// Frees a tag once no group carries it.
+    fn release_if_unused(&mut self, id: TagId) {
+        if self.tags.get(id).is_none_or(|t| !t.groups.is_empty()) {
             return;
-        };
-        self.bytes -= PER_TAG + 2 * set.name.len();
-        if let Some(v) = self.ids.get_mut(&set.name) {
-            v.retain(|(_, i)| *i != id);
-            if v.is_empty() {
-                self.ids.remove(&set.name);
-            }
         }
-        self.free.push(id);
+        if let Some(tag) = self.tags.take(id) {
+            let key = tag_key(tag.db, &tag.name);
+            self.bytes -= PER_TAG + key.len() + tag.name.len();
+            self.tag_ids.remove(&key[..]);
+        }
     }
 
-    /// The entry `id`, at `key` in `db`, carries exactly `tags` now (none: it leaves the
-    /// index). Repeated tags count once.
-    pub fn set<I>(&mut self, id: EntryId, db: i32, key: &[u8], tags: I)
+    /// An entry of `db` with these tags is live now (stored, landed, or found by a rebuild).
+    /// Repeated tags count once.
+    pub fn add<I>(&mut self, db: i32, tags: I)
+    where
+        I: IntoIterator + Clone,
+        I::Item: AsRef<[u8]>,
+    {
+        let key = group_key(db, tags.clone());
+        let gid = match self.group_ids.get(&key[..]) {
+            Some(g) => *g,
+            None => {
+                let mut ids: Vec<TagId> = Vec::new();
+                for t in tags {
+                    let id = self.intern(db, t.as_ref());
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+                if ids.is_empty() {
+                    return;
+                }
+                let gid = self.groups.next_id();
+                let mut members = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let tag = self.tags.get_mut(id).expect("interned just now");
+                    members.push((id, tag.groups.len() as u32));
+                    tag.groups.push(gid);
+                }
+                self.bytes += PER_GROUP + 2 * key.len() + members.len() * PER_MEMBERSHIP;
+                let key: Box<[u8]> = key.into_boxed_slice();
+                self.groups.insert(Group {
+                    db,
+                    key: key.clone(),
+                    count: 0,
+                    tags: members.into_boxed_slice(),
+                });
+                self.group_ids.insert(key, gid);
+                gid
+            }
+        };
+        let Some(group) = self.groups.get_mut(gid) else {
+            return;
+        };
+        group.count += 1;
+        for (tid, _) in group.tags.iter() {
+            if let Some(t) = self.tags.slots[*tid as usize].as_mut() {
+                t.live += 1;
+            }
+        }
+        self.entries += 1;
+    }
+
+    /// A live entry of `db` with these tags goes. Whether the index had it.
+    pub fn remove<I>(&mut self, db: i32, tags: I) -> bool
     where
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
-        self.remove(id);
-        let mut memberships: Vec<(TagId, u64)> = Vec::new();
-        for tag in tags {
-            let tid = self.intern(db, tag.as_ref());
-            if memberships.iter().any(|(t, _)| *t == tid) {
-                continue;
-            }
-            self.next_seq += 1;
-            let seq = self.next_seq;
-            if let Some(set) = self.sets[tid as usize].as_mut() {
-                set.members.insert(seq, id);
-            }
-            memberships.push((tid, seq));
-        }
-        if memberships.is_empty() {
-            return;
-        }
-        self.bytes += PER_ENTRY + key.len() + memberships.len() * PER_MEMBERSHIP;
-        self.entries.insert(
-            id,
-            Member {
-                db,
-                key: key.into(),
-                tags: memberships.into_boxed_slice(),
-            },
-        );
-    }
-
-    /// The entry `id` is gone (or carries no tags any more). Whether it was indexed.
-    pub fn remove(&mut self, id: EntryId) -> bool {
-        let Some(member) = self.entries.remove(&id) else {
+        let key = group_key(db, tags);
+        let Some(&gid) = self.group_ids.get(&key[..]) else {
             return false;
         };
-        self.bytes -= PER_ENTRY + member.key.len() + member.tags.len() * PER_MEMBERSHIP;
-        for &(tid, seq) in member.tags.iter() {
-            let empty = match self.sets[tid as usize].as_mut() {
-                Some(set) => {
-                    set.members.remove(&seq);
-                    set.members.is_empty()
-                }
-                None => false,
-            };
-            if empty {
-                self.release(tid);
+        let Some(group) = self.groups.get_mut(gid) else {
+            return false;
+        };
+        group.count -= 1;
+        let empty = group.count == 0;
+        for (tid, _) in group.tags.iter() {
+            if let Some(t) = self.tags.slots[*tid as usize].as_mut() {
+                t.live -= 1;
             }
+        }
+        self.entries -= 1;
+        if empty {
+            self.drop_group(gid, None);
         }
         true
     }
 
+    /// Takes a group out (emptied, or invalidated with all its entries): out of the lists of
+    /// its tags (but `except`, whose list the caller has taken), freeing the tags left unused.
+    /// Returns its count.
+    fn drop_group(&mut self, gid: GroupId, except: Option<TagId>) -> u64 {
+        let Some(group) = self.groups.take(gid) else {
+            return 0;
+        };
+        self.group_ids.remove(&group.key);
+        self.bytes -= PER_GROUP + 2 * group.key.len() + group.tags.len() * PER_MEMBERSHIP;
+        for &(tid, pos) in group.tags.iter() {
+            let Some(tag) = self.tags.get_mut(tid) else {
+                continue;
+            };
+            tag.live -= group.count;
+            if Some(tid) == except {
+                continue;
+            }
+            // Swap-remove, and tell the group moved into the hole where it now is.
+            let pos = pos as usize;
+            tag.groups.swap_remove(pos);
+            if let Some(&moved) = tag.groups.get(pos) {
+                if let Some(m) = self.groups.get_mut(moved) {
+                    if let Some(slot) = m.tags.iter_mut().find(|(t, _)| *t == tid) {
+                        slot.1 = pos as u32;
+                    }
+                }
+            }
+            self.release_if_unused(tid);
+        }
+        self.entries -= group.count;
+        group.count
+    }
+
     /// `FLUSHDB` of `db`.
     pub fn flush_db(&mut self, db: i32) {
-        let ids: Vec<EntryId> = self
-            .entries
+        let groups: Vec<GroupId> = self
+            .groups
             .iter()
-            .filter(|(_, m)| m.db == db)
-            .map(|(id, _)| *id)
+            .filter(|(_, g)| g.db == db)
+            .map(|(id, _)| id)
             .collect();
-        for id in ids {
-            self.remove(id);
+        for gid in groups {
+            self.drop_group(gid, None);
         }
         for v in self.tombs.values_mut() {
             v.retain(|(d, _)| *d != db);
         }
         self.tombs.retain(|_, v| !v.is_empty());
-        self.pending.retain(|(d, _)| *d != db);
-        self.pending_len = self.pending.iter().map(|(_, p)| p.len()).sum();
+        self.pending.remove(&db);
     }
 
     /// `FLUSHALL`, or a load that replaces the keyspace.
     pub fn clear(&mut self) {
-        let next_seq = self.next_seq;
+        let (next_walk, walk_done) = (self.next_walk, self.walk_done);
         *self = TagIndex::new();
-        self.next_seq = next_seq;
+        self.next_walk = next_walk;
+        self.walk_done = walk_done;
     }
 
-    /// Drops the entries of the index but keeps the invalidations and their queue (a rebuild
-    /// from the keyspace after a load that brought the invalidations with it).
+    /// Drops the entries of the index but keeps the invalidations (a rebuild from the
+    /// keyspace after a load that brought them with it): the rebuild counts again what they
+    /// left to remove, and the removal walks the keyspace again.
     pub fn clear_entries(&mut self) {
-        let tombs = std::mem::take(&mut self.tombs);
+        let mut tombs = std::mem::take(&mut self.tombs);
         self.clear();
+        let walk = self.upcoming_walk();
+        for v in tombs.values_mut() {
+            for (_, kept) in v.iter_mut() {
+                kept.walk = walk;
+            }
+        }
         self.tombs = tombs;
     }
 
@@ -238,15 +368,23 @@ impl TagIndex {
             x if x == b => a,
             x => x,
         };
-        for m in self.entries.values_mut() {
-            m.db = swap(m.db);
+        // The map keys carry the database: made again (SWAPDB is rare; this is O(index)).
+        self.tag_ids.clear();
+        for (id, tag) in self.tags.slots.iter_mut().enumerate() {
+            if let Some(tag) = tag {
+                tag.db = swap(tag.db);
+                self.tag_ids
+                    .insert(tag_key(tag.db, &tag.name).into_boxed_slice(), id as TagId);
+            }
         }
-        for set in self.sets.iter_mut().flatten() {
-            set.db = swap(set.db);
-        }
-        for v in self.ids.values_mut() {
-            for (db, _) in v.iter_mut() {
-                *db = swap(*db);
+        self.group_ids.clear();
+        for (id, group) in self.groups.slots.iter_mut().enumerate() {
+            if let Some(group) = group {
+                group.db = swap(group.db);
+                let mut key = group.key.to_vec();
+                key[..4].copy_from_slice(&group.db.to_le_bytes());
+                group.key = key.into_boxed_slice();
+                self.group_ids.insert(group.key.clone(), id as GroupId);
             }
         }
         for v in self.tombs.values_mut() {
@@ -254,62 +392,45 @@ impl TagIndex {
                 *db = swap(*db);
             }
         }
-        for (db, _) in self.pending.iter_mut() {
-            *db = swap(*db);
-        }
+        self.pending = self.pending.drain().map(|(d, n)| (swap(d), n)).collect();
     }
 
     // -----------------------------------------------------------------------------------------
     // Invalidation
     // -----------------------------------------------------------------------------------------
 
-    /// Invalidates `tags` in `db` as of `tomb.id`: their members queue for removal, moved out
-    /// of the tags' sets in O(1) per tag (the entries keep their other memberships until their
-    /// slice removes them). Returns how many entries it invalidated, each counted once: the
-    /// members of the second and later tags are checked against the earlier ones.
+    /// Invalidates `tags` in `db` as of `tomb.id`. Returns how many live entries it
+    /// invalidated, each counted once; they are pending removal from now on.
     pub fn invalidate(&mut self, db: i32, tags: &[&[u8]], tomb: Tomb) -> usize {
-        let mut taken: Vec<TagId> = Vec::new();
         let mut n = 0;
+        for tag in tags {
+            if let Some(tid) = self.tag_id(db, tag) {
+                let groups = self
+                    .tags
+                    .get_mut(tid)
+                    .map(|t| std::mem::take(&mut t.groups))
+                    .unwrap_or_default();
+                for gid in groups {
+                    n += self.drop_group(gid, Some(tid));
+                }
+                self.release_if_unused(tid);
+            }
+        }
+        // Entries were hit: a walk must find and remove them before the tombs may go.
+        let walk = if n > 0 { self.upcoming_walk() } else { 0 };
         for tag in tags {
             let v = self.tombs.entry((*tag).into()).or_default();
             match v.iter_mut().find(|(d, _)| *d == db) {
-                Some((_, t)) => {
-                    t.id = t.id.max(tomb.id);
-                    t.until_ms = t.until_ms.max(tomb.until_ms);
+                Some((_, kept)) => {
+                    kept.tomb.id = kept.tomb.id.max(tomb.id);
+                    kept.tomb.until_ms = kept.tomb.until_ms.max(tomb.until_ms);
+                    kept.walk = kept.walk.max(walk);
                 }
-                None => v.push((db, tomb)),
+                None => v.push((db, Kept { tomb, walk })),
             }
-            let Some((_, tid)) = self
-                .ids
-                .get(*tag)
-                .and_then(|v| v.iter().find(|(d, _)| *d == db))
-                .copied()
-            else {
-                continue;
-            };
-            let Some(set) = self.sets[tid as usize].as_mut() else {
-                continue;
-            };
-            let members = std::mem::take(&mut set.members);
-            n += if taken.is_empty() {
-                members.len()
-            } else {
-                members
-                    .values()
-                    .filter(|id| {
-                        !self
-                            .entries
-                            .get(*id)
-                            .is_some_and(|m| m.tags.iter().any(|(t, _)| taken.contains(t)))
-                    })
-                    .count()
-            };
-            self.release(tid);
-            taken.push(tid);
-            self.pending_len += members.len();
-            self.pending.push_back((db, Pending::Members(members)));
         }
-        n
+        *self.pending.entry(db).or_default() += n;
+        n as usize
     }
 
     /// The invalidation of `tag` in `db`, if one is in force.
@@ -318,7 +439,7 @@ impl TagIndex {
             .get(tag)?
             .iter()
             .find(|(d, _)| *d == db)
-            .map(|(_, t)| *t)
+            .map(|(_, k)| k.tomb)
     }
 
     pub fn has_tombs(&self) -> bool {
@@ -352,110 +473,119 @@ impl TagIndex {
     pub fn tombs(&self) -> Vec<(i32, Vec<u8>, Tomb)> {
         self.tombs
             .iter()
-            .flat_map(|(tag, v)| v.iter().map(move |(db, t)| (*db, tag.to_vec(), *t)))
+            .flat_map(|(tag, v)| v.iter().map(move |(db, k)| (*db, tag.to_vec(), k.tomb)))
             .collect()
     }
 
-    /// Queues the entry at `key` in `db` for removal (found invalidated by a rebuild).
-    pub fn queue_removal(&mut self, db: i32, key: &[u8]) {
-        self.pending.push_back((db, Pending::Key(key.into())));
-        self.pending_len += 1;
-    }
-
-    /// Up to `n` entries to remove next: (db, key). An entry gone meanwhile is skipped; one
-    /// whose address a new entry took is returned under the new key, which the caller leaves
-    /// alone unless it too is invalidated.
-    pub fn take_pending(&mut self, n: usize) -> Vec<(i32, Box<[u8]>)> {
-        let mut out = Vec::new();
-        let mut taken = 0;
-        while taken < n {
-            let Some((db, p)) = self.pending.front_mut() else {
-                break;
-            };
-            let db = *db;
-            match p {
-                Pending::Key(_) => {
-                    if let Some((_, Pending::Key(k))) = self.pending.pop_front() {
-                        out.push((db, k));
-                    }
-                    taken += 1;
-                }
-                Pending::Members(m) => {
-                    while taken < n {
-                        let Some((_, id)) = m.pop_first() else {
-                            break;
-                        };
-                        taken += 1;
-                        if let Some(member) = self.entries.get(&id) {
-                            out.push((member.db, member.key.clone()));
-                        }
-                    }
-                    if m.is_empty() {
-                        self.pending.pop_front();
-                    }
+    /// An invalidated entry of `db` is in the keyspace that the index did not count (found by
+    /// a rebuild, or landed on a name): it is pending removal.
+    pub fn found_invalidated(&mut self, db: i32) {
+        *self.pending.entry(db).or_default() += 1;
+        let walk = self.upcoming_walk();
+        for v in self.tombs.values_mut() {
+            for (d, kept) in v.iter_mut() {
+                if *d == db {
+                    kept.walk = kept.walk.max(walk);
                 }
             }
         }
-        self.pending_len -= taken;
-        out
+    }
+
+    /// An invalidated entry of `db` left the keyspace.
+    pub fn invalidated_gone(&mut self, db: i32) {
+        if let Some(n) = self.pending.get_mut(&db) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.pending.remove(&db);
+            }
+        }
     }
 
     pub fn pending_removal(&self) -> usize {
-        self.pending_len
+        self.pending.values().sum::<u64>() as usize
     }
 
-    /// With nothing left to remove, drops the invalidations whose leases have all ended by
-    /// `now_ms`. Returns when the next one may be dropped, if any remains.
-    pub fn drop_tombs(&mut self, now_ms: i64) -> Option<i64> {
-        if !self.pending.is_empty() {
-            return None;
+    /// Whether an invalidation waits for a removal walk that has not ended yet.
+    pub fn walk_needed(&self) -> bool {
+        self.tombs
+            .values()
+            .flatten()
+            .any(|(_, k)| k.walk > self.walk_done)
+    }
+
+    /// The databases with invalidations in force, which a walk visits.
+    pub fn tombed_dbs(&self) -> Vec<i32> {
+        let mut dbs: Vec<i32> = self.tombs.values().flatten().map(|(d, _)| *d).collect();
+        dbs.sort_unstable();
+        dbs.dedup();
+        dbs
+    }
+
+    /// The number of the next walk to begin: the first that finds what is invalidated now.
+    fn upcoming_walk(&self) -> u64 {
+        self.next_walk.max(self.walk_done + 1)
+    }
+
+    /// A removal walk begins: its number.
+    pub fn walk_begins(&mut self) -> u64 {
+        let walk = self.upcoming_walk();
+        self.next_walk = walk + 1;
+        walk
+    }
+
+    /// Walk `walk` ended: every entry invalidated before it began is gone.
+    pub fn walk_ended(&mut self, walk: u64) {
+        self.walk_done = self.walk_done.max(walk);
+        if !self.walk_needed() {
+            // Nothing invalidated is left: whatever the count says.
+            self.pending.clear();
         }
+    }
+
+    /// Drops the invalidations whose walk has ended and whose leases have all ended by
+    /// `now_ms`. Returns when the next one may be dropped, if any remains that only waits
+    /// for time.
+    pub fn drop_tombs(&mut self, now_ms: i64) -> Option<i64> {
+        let done = self.walk_done;
         for v in self.tombs.values_mut() {
-            v.retain(|(_, t)| t.until_ms >= now_ms);
+            v.retain(|(_, k)| k.walk > done || k.tomb.until_ms > now_ms);
         }
         self.tombs.retain(|_, v| !v.is_empty());
         self.tombs
             .values()
-            .flat_map(|v| v.iter().map(|(_, t)| t.until_ms))
+            .flatten()
+            .filter(|(_, k)| k.walk <= done)
+            .map(|(_, k)| k.tomb.until_ms)
             .min()
     }
 
-    /// How many entries of `db` carry `tag`.
-    pub fn count(&self, db: i32, tag: &[u8]) -> usize {
-        self.lookup(db, tag).map_or(0, |s| s.members.len())
-    }
-
-    /// Up to `count` keys of `db` carrying `tag`, from `cursor` on (0 starts), and the cursor
-    /// to go on from (0 when the walk is done).
-    pub fn scan(&self, db: i32, tag: &[u8], cursor: u64, count: usize) -> (u64, Vec<Vec<u8>>) {
-        let Some(set) = self.lookup(db, tag) else {
-            return (0, Vec::new());
-        };
-        let mut keys = Vec::new();
-        for (seq, id) in set.members.range(cursor..) {
-            keys.push(self.entries[id].key.to_vec());
-            if keys.len() >= count.max(1) {
-                let next = seq + 1;
-                let more = set.members.range(next..).next().is_some();
-                return (if more { next } else { 0 }, keys);
-            }
-        }
-        (0, keys)
+    /// How many live entries of `db` carry `tag`.
+    pub fn count(&self, db: i32, tag: &[u8]) -> u64 {
+        self.tag_id(db, tag)
+            .and_then(|id| self.tags.get(id))
+            .map_or(0, |t| t.live)
     }
 
     /// Distinct (database, tag) pairs.
     pub fn tag_count(&self) -> usize {
-        self.sets.len() - self.free.len()
+        self.tags.len()
     }
 
-    /// Entries that carry at least one tag.
-    pub fn tagged_entries(&self) -> usize {
-        self.entries.len()
+    /// Live entries that carry at least one tag.
+    pub fn tagged_entries(&self) -> u64 {
+        self.entries
     }
 
     /// An estimate of the index's heap bytes (0 when empty).
     pub fn heap_bytes(&self) -> usize {
         self.bytes
+    }
+}
+
+impl<T> Slab<T> {
+    /// The id the next `insert` returns.
+    fn next_id(&self) -> u32 {
+        self.free.last().copied().unwrap_or(self.slots.len() as u32)
     }
 }
 
@@ -469,20 +599,27 @@ mod tests {
         s.as_bytes().to_vec()
     }
 
+    const TOMB: Tomb = Tomb {
+        id: 100,
+        until_ms: 5_000,
+    };
+
     #[test]
-    fn set_replaces_tags_and_remove_forgets() {
+    fn counts_per_tag_and_database() {
         let mut ix = TagIndex::new();
-        ix.set(1, 0, b"a", &[t("x"), t("y"), t("x")]);
-        ix.set(2, 0, b"b", &[t("x")]);
-        assert_eq!((ix.count(0, b"x"), ix.count(0, b"y")), (2, 1));
-        ix.set(1, 0, b"a", &[t("z")]);
-        assert_eq!(
-            (ix.count(0, b"x"), ix.count(0, b"y"), ix.count(0, b"z")),
-            (1, 0, 1)
-        );
-        assert!(ix.remove(2));
-        assert!(!ix.remove(2));
-        ix.set(1, 0, b"a", &[] as &[Vec<u8>]);
+        ix.add(0, &[t("x"), t("y"), t("x")]);
+        ix.add(0, &[t("x")]);
+        ix.add(0, &[t("x")]);
+        ix.add(3, &[t("x")]);
+        assert_eq!((ix.count(0, b"x"), ix.count(0, b"y")), (3, 1));
+        assert_eq!((ix.count(3, b"x"), ix.tagged_entries()), (1, 4));
+        assert!(ix.remove(0, &[t("x")]));
+        assert!(!ix.remove(1, &[t("x")]), "not in that database");
+        ix.swap_db(0, 3);
+        assert_eq!((ix.count(0, b"x"), ix.count(3, b"x")), (1, 2));
+        ix.flush_db(3);
+        assert_eq!((ix.count(3, b"x"), ix.count(3, b"y")), (0, 0));
+        assert!(ix.remove(0, &[t("x")]));
         assert_eq!(
             (ix.tag_count(), ix.tagged_entries(), ix.heap_bytes()),
             (0, 0, 0)
@@ -490,183 +627,156 @@ mod tests {
     }
 
     #[test]
-    fn databases_are_apart_and_swap() {
+    fn invalidation_counts_each_entry_once_and_fences_older_versions_and_leases() {
         let mut ix = TagIndex::new();
-        ix.set(1, 0, b"a", &[t("x")]);
-        ix.set(2, 3, b"a", &[t("x")]);
-        ix.set(3, 3, b"b", &[t("x")]);
-        assert_eq!((ix.count(0, b"x"), ix.count(3, b"x")), (1, 2));
-        ix.swap_db(0, 3);
-        assert_eq!((ix.count(0, b"x"), ix.count(3, b"x")), (2, 1));
-        ix.flush_db(0);
-        assert_eq!((ix.count(0, b"x"), ix.count(3, b"x")), (0, 1));
-        assert_eq!(ix.scan(3, b"x", 0, 10), (0, vec![t("a")]));
-        ix.clear();
-        assert_eq!(ix.heap_bytes(), 0);
-    }
-
-    #[test]
-    fn scan_walks_in_pages_and_ends_at_zero() {
-        let mut ix = TagIndex::new();
-        for i in 0..25usize {
-            ix.set(i, 0, format!("k{i}").as_bytes(), &[t("x")]);
-        }
-        let mut seen = Vec::new();
-        let mut cursor = 0;
-        loop {
-            let (next, keys) = ix.scan(0, b"x", cursor, 10);
-            assert!(keys.len() <= 10);
-            seen.extend(keys);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        assert_eq!(seen.len(), 25);
-        assert_eq!(ix.scan(0, b"nope", 0, 10), (0, vec![]));
-    }
-
-    #[test]
-    fn invalidation_takes_members_out_and_fences_older_versions_and_leases() {
-        let mut ix = TagIndex::new();
-        ix.set(1, 0, b"a", &[t("x"), t("y")]);
-        ix.set(2, 0, b"b", &[t("x")]);
-        ix.set(3, 0, b"c", &[t("y")]);
-        ix.set(4, 1, b"a", &[t("x")]);
-        let tomb = Tomb {
-            id: 100,
-            until_ms: 5_000,
-        };
-        // One call, two tags: `a` carries both and counts once.
-        assert_eq!(ix.invalidate(0, &[b"x", b"y"], tomb), 3);
+        ix.add(0, &[t("x"), t("y")]);
+        ix.add(0, &[t("x")]);
+        ix.add(0, &[t("y")]);
+        ix.add(0, &[t("y"), t("z")]);
+        ix.add(1, &[t("x")]);
+        // One call, two tags: the entry with both counts once.
+        assert_eq!(ix.invalidate(0, &[b"x", b"y"], TOMB), 4);
         assert_eq!(
-            (ix.count(0, b"x"), ix.count(0, b"y"), ix.count(1, b"x")),
-            (0, 0, 1)
+            (ix.count(0, b"x"), ix.count(0, b"y"), ix.count(0, b"z")),
+            (0, 0, 0),
+            "the entry with y and z is invalidated: z no longer counts it"
         );
-        assert_eq!(ix.pending_removal(), 4, "a is queued under both tags");
+        assert_eq!((ix.count(1, b"x"), ix.tagged_entries()), (1, 1));
+        assert_eq!(ix.pending_removal(), 4);
         assert!(ix.is_invalidated(0, &[t("x")], 99));
         assert!(!ix.is_invalidated(0, &[t("x")], 100));
-        assert!(
-            !ix.is_invalidated(1, &[t("x")], 99),
-            "other databases are apart"
-        );
+        assert!(!ix.is_invalidated(1, &[t("x")], 99), "databases are apart");
         assert!(!ix.fill_allowed(0, &[t("z"), t("y")], 50));
         assert!(ix.fill_allowed(0, &[t("z")], 50));
         assert!(ix.fill_allowed(0, &[t("y")], 101));
-        // Tombs stay while removal is pending, then until their leases have ended.
+        // Again: nothing left to count.
+        assert_eq!(ix.invalidate(0, &[b"x"], TOMB), 0);
+        // Tombs stay until a walk that began after them ends, then until their leases end.
+        assert!(ix.walk_needed());
         assert_eq!(ix.drop_tombs(10_000), None);
         assert_eq!(ix.tombs().len(), 2);
-        let first = ix.take_pending(2);
-        assert_eq!(first.len(), 2);
-        // The storage layer removes what it was given: the index forgets those entries.
-        for id in [1, 2, 3] {
-            ix.remove(id);
+        let walk = ix.walk_begins();
+        for _ in 0..4 {
+            ix.invalidated_gone(0);
         }
-        assert_eq!(ix.take_pending(5).len(), 0, "gone meanwhile: skipped");
         assert_eq!(ix.pending_removal(), 0);
+        ix.walk_ended(walk);
+        assert!(!ix.walk_needed());
         assert_eq!(ix.drop_tombs(1_000), Some(5_000));
         assert_eq!(ix.drop_tombs(5_001), None);
         assert!(!ix.has_tombs());
         assert!(!ix.is_invalidated(0, &[t("x")], 1));
+        // The entry of db 1 is still counted; a new one with the same tags in db 0 too.
+        ix.add(0, &[t("x"), t("y")]);
+        assert_eq!((ix.count(0, b"x"), ix.count(1, b"x")), (1, 1));
+    }
+
+    #[test]
+    fn an_invalidation_during_a_walk_waits_for_the_next() {
+        let mut ix = TagIndex::new();
+        ix.add(0, &[t("x")]);
+        ix.add(0, &[t("y")]);
+        let first = ix.walk_begins();
+        ix.invalidate(0, &[b"x"], TOMB);
+        ix.walk_ended(first);
+        assert!(ix.walk_needed(), "the walk began before the invalidation");
+        let second = ix.walk_begins();
+        ix.walk_ended(second);
+        assert!(!ix.walk_needed());
+        assert_eq!(ix.pending_removal(), 0);
+        // An invalidation that hit nothing needs no walk, only time.
+        ix.invalidate(0, &[b"none"], TOMB);
+        assert!(!ix.walk_needed());
+        assert_eq!(ix.drop_tombs(0), Some(5_000));
+    }
+
+    #[test]
+    fn a_rebuild_keeps_tombs_and_needs_a_walk_again() {
+        let mut ix = TagIndex::new();
+        ix.add(0, &[t("x")]);
+        ix.invalidate(0, &[b"x"], TOMB);
+        let w = ix.walk_begins();
+        ix.walk_ended(w);
+        ix.clear_entries();
+        ix.found_invalidated(0);
+        assert!(ix.walk_needed());
+        assert_eq!((ix.pending_removal(), ix.tombs().len()), (1, 1));
     }
 
     #[derive(Debug, Clone)]
     enum Op {
-        Set(usize, i32, u8, Vec<u8>),
+        Add(i32, Vec<u8>),
         Remove(usize),
+        Invalidate(i32, Vec<u8>),
         FlushDb(i32),
         Swap(i32, i32),
-        ScanStep(usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => (0usize..12, 0i32..3, 0u8..8, proptest::collection::vec(0u8..4, 0..4))
-                .prop_map(|(id, db, k, tags)| Op::Set(id, db, k, tags)),
-            2 => (0usize..12).prop_map(Op::Remove),
+            5 => (0i32..3, proptest::collection::vec(0u8..5, 1..4)).prop_map(|(db, t)| Op::Add(db, t)),
+            3 => (0usize..20).prop_map(Op::Remove),
+            2 => (0i32..3, proptest::collection::vec(0u8..5, 1..3)).prop_map(|(db, t)| Op::Invalidate(db, t)),
             1 => (0i32..3).prop_map(Op::FlushDb),
             1 => (0i32..3, 0i32..3).prop_map(|(a, b)| Op::Swap(a, b)),
-            3 => (1usize..4).prop_map(Op::ScanStep),
         ]
     }
 
     proptest! {
-        /// Against a plain model: counts agree after any sequence of changes, the index's
-        /// memory returns to 0 when it is empty, and a scan of tag 0 in db 0, run through the
-        /// changes, returns every entry that carried the tag there from its start to its end.
+        /// Against a plain model (a list of live entries): counts and invalidation results
+        /// agree after any sequence of changes, and the index's memory returns to 0 when the
+        /// entries are gone.
         #[test]
         fn agrees_with_a_model(ops in proptest::collection::vec(op(), 1..80)) {
             let mut ix = TagIndex::new();
-            // id -> (db, key, tags)
-            let mut model: HashMap<usize, (i32, Vec<u8>, BTreeSet<u8>)> = HashMap::new();
+            let mut live: Vec<(i32, Vec<Vec<u8>>)> = Vec::new();
             let tag = |n: u8| vec![b't', n];
-            let members = |m: &HashMap<usize, (i32, Vec<u8>, BTreeSet<u8>)>| -> BTreeSet<usize> {
-                m.iter().filter(|(_, (db, _, ts))| *db == 0 && ts.contains(&0)).map(|(id, _)| *id).collect()
-            };
-            let mut cursor = 0u64;
-            let mut scanning = false;
-            let mut whole_time = members(&model);
-            let mut returned: BTreeSet<Vec<u8>> = BTreeSet::new();
             for op in ops {
                 match op {
-                    Op::Set(id, db, k, ts) => {
-                        let key = vec![b'k', k];
+                    Op::Add(db, ts) => {
                         let tags: Vec<Vec<u8>> = ts.iter().map(|&n| tag(n)).collect();
-                        ix.set(id, db, &key, &tags);
-                        let set: BTreeSet<u8> = ts.into_iter().collect();
-                        if set.is_empty() { model.remove(&id); } else { model.insert(id, (db, key, set)); }
+                        ix.add(db, &tags);
+                        live.push((db, tags));
                     }
-                    Op::Remove(id) => {
-                        prop_assert_eq!(ix.remove(id), model.remove(&id).is_some());
+                    Op::Remove(i) => {
+                        if i < live.len() {
+                            let (db, tags) = live.swap_remove(i);
+                            prop_assert!(ix.remove(db, &tags));
+                        }
+                    }
+                    Op::Invalidate(db, ts) => {
+                        let tags: Vec<Vec<u8>> = ts.iter().map(|&n| tag(n)).collect();
+                        let refs: Vec<&[u8]> = tags.iter().map(|t| &t[..]).collect();
+                        let before = live.len();
+                        live.retain(|(d, et)| *d != db || !et.iter().any(|t| tags.contains(t)));
+                        prop_assert_eq!(ix.invalidate(db, &refs, TOMB), before - live.len());
                     }
                     Op::FlushDb(db) => {
                         ix.flush_db(db);
-                        model.retain(|_, (d, _, _)| *d != db);
+                        live.retain(|(d, _)| *d != db);
                     }
                     Op::Swap(a, b) => {
                         ix.swap_db(a, b);
-                        for (d, _, _) in model.values_mut() {
+                        for (d, _) in live.iter_mut() {
                             if *d == a { *d = b } else if *d == b { *d = a }
                         }
                     }
-                    Op::ScanStep(count) => {
-                        if !scanning {
-                            scanning = true;
-                            cursor = 0;
-                            returned.clear();
-                            whole_time = members(&model);
-                        }
-                        let (next, keys) = ix.scan(0, &tag(0), cursor, count);
-                        returned.extend(keys);
-                        cursor = next;
-                        if next == 0 {
-                            // Every entry that carried the tag (at the same key) throughout.
-                            for id in &whole_time {
-                                if let Some((0, key, ts)) = model.get(id) {
-                                    if ts.contains(&0) {
-                                        prop_assert!(returned.contains(key), "{:?} not returned", key);
-                                    }
-                                }
-                            }
-                            scanning = false;
-                        }
-                    }
                 }
-                // Entries that changed key or lost the tag since the scan began are not owed.
-                whole_time.retain(|id| members(&model).contains(id));
                 for db in 0..3 {
-                    for n in 0..4u8 {
-                        let want = model.values().filter(|(d, _, ts)| *d == db && ts.contains(&n)).count();
-                        prop_assert_eq!(ix.count(db, &tag(n)), want);
+                    for n in 0..5u8 {
+                        let want = live.iter().filter(|(d, ts)| *d == db && ts.contains(&tag(n))).count();
+                        prop_assert_eq!(ix.count(db, &tag(n)), want as u64);
                     }
                 }
-                prop_assert_eq!(ix.tagged_entries(), model.len());
+                prop_assert_eq!(ix.tagged_entries(), live.len() as u64);
             }
-            for id in 0..12 {
-                ix.remove(id);
+            for (db, tags) in live.drain(..) {
+                prop_assert!(ix.remove(db, &tags));
             }
             prop_assert_eq!(ix.heap_bytes(), 0);
             prop_assert_eq!(ix.tag_count(), 0);
+            let tags: BTreeSet<usize> = ix.tags.iter().map(|(i, _)| i as usize).collect();
+            prop_assert!(tags.is_empty());
         }
     }
 }

@@ -48,13 +48,14 @@ pub static CACHE_TYPE: RedisType = RedisType::new(
         aux_save2: None,
         aux_save_triggers: raw::REDISMODULE_AUX_BEFORE_RDB as c_int,
         free_effort: None,
-        unlink: Some(unlink),
+        unlink: None,
         copy: Some(copy),
         defrag: None,
         copy2: None,
         free_effort2: None,
         mem_usage2: None,
-        unlink2: None,
+        // The variant that says which database the key leaves, for the tag index.
+        unlink2: Some(unlink),
     },
 );
 
@@ -349,11 +350,20 @@ pub fn free_entry(value: *mut Entry) {
 /// these paths never pass through a CACHE command.
 /// `RENAME` and `MOVE` unlink the source key too; `unlinked` takes the count back when its
 /// notification says the entry moved.
-unsafe extern "C" fn unlink(key: *mut raw::RedisModuleString, value: *const c_void) {
+unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
     guarded((), || {
-        // SAFETY: Redis passes the value of the key leaving the keyspace (see `entry_at`).
-        let entry = unsafe { entry_at(value) };
-        tagindex::forget(entry);
+        // SAFETY: Redis passes the value of the key leaving the keyspace, a live `into_raw`
+        // box that nothing else refers to during the callback (main thread); Redis made it
+        // from our `*mut` and only the index mark changes, which Redis never reads. `ctx` is
+        // the callback's live option context.
+        let (entry, db, key) = unsafe {
+            (
+                &mut *value.cast_mut().cast::<Entry>(),
+                raw::RedisModule_GetDbIdFromOptCtx.unwrap()(ctx),
+                raw::RedisModule_GetKeyNameFromOptCtx.unwrap()(ctx).cast_mut(),
+            )
+        };
+        tagindex::forget(entry, db);
         let counted = match entry.lease() {
             Some(lease) if lease.is_active(ids::now_ms()) => {
                 stats::LEASES_REVOKED.incr();
@@ -423,6 +433,8 @@ unsafe extern "C" fn copy(
         // SAFETY: Redis passes the value of the key being copied (see `entry_at`).
         let mut entry = unsafe { entry_at(value) }.clone();
         entry.set_lease(None);
+        // The copy is counted when it lands (`copy_to`), in its own database.
+        entry.set_indexed(false);
         into_raw(entry).cast::<c_void>()
     })
 }

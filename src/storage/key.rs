@@ -93,11 +93,10 @@ impl ReadKey {
 }
 
 /// A key open for writing: empty, or holding an entry (never another type). It knows its
-/// name and database, so that whatever it stores is re-indexed by tag.
+/// database, so that whatever it stores is counted by the tag index.
 pub struct WriteKey {
     key: Key,
     db: i32,
-    name: *mut raw::RedisModuleString,
 }
 
 impl WriteKey {
@@ -117,15 +116,6 @@ impl WriteKey {
         unsafe { self.key.value().as_mut() }
     }
 
-    /// The entry's tags changed in place (`CACHE.TAGSET` over an entry): the index follows.
-    pub fn reindex(&mut self) {
-        let (db, name) = (self.db, self.name);
-        if let Some(e) = self.entry() {
-            // SAFETY: `name` is the live argument the key was opened with.
-            tagindex::indexed(e, db, unsafe { Arg::from_raw(name) }.as_slice());
-        }
-    }
-
     /// Stores `entry`, replacing the entry the key holds (in place: Redis does not treat it
     /// as a delete of the key, so no unlink callback and no lease counted as revoked) or
     /// setting it on the empty key; `ttl` says whether the key's expiry follows the entry.
@@ -142,16 +132,16 @@ impl WriteKey {
             if replace {
                 let mut old: *mut c_void = std::ptr::null_mut();
                 raw::RedisModule_ModuleTypeReplaceValue.unwrap()(self.key.raw(), mt, ptr, &mut old);
-                if !old.is_null() {
-                    tagindex::forget(old.cast::<Entry>());
-                    datatype::free_entry(old.cast::<Entry>());
+                if let Some(old) = old.cast::<Entry>().as_mut() {
+                    tagindex::forget(old, self.db);
+                    datatype::free_entry(old);
                 }
             } else {
                 raw::RedisModule_ModuleTypeSetValue.unwrap()(self.key.raw(), mt, ptr);
             }
-            // The key now holds `raw_entry`, alive while Redis keeps it; `name` is the live
-            // argument the key was opened with.
-            tagindex::indexed(&*raw_entry, self.db, Arg::from_raw(self.name).as_slice());
+            // The key now holds `raw_entry`, alive while Redis keeps it, and nothing else
+            // refers to it yet.
+            tagindex::indexed(&mut *raw_entry, self.db);
         }
         if ttl == Ttl::FromEntry {
             self.set_expiry(expires);
@@ -198,6 +188,23 @@ pub fn open_entry(ctx: &Context, name: &Arg) -> Result<Option<ReadKey>, CacheErr
     }
 }
 
+/// An entry landed on `name` (`COPY`, `RENAME`, `MOVE`, `RESTORE`): the tag index counts it,
+/// invalidated or not. Changes no data, so it may run inside a keyspace notification.
+pub fn index_landed(ctx: &Context, name: &Arg) {
+    let Some(key) = Key::open(ctx, name, raw::KeyMode::READ) else {
+        return;
+    };
+    if !matches!(key.kind(), Kind::Entry) {
+        return;
+    }
+    // SAFETY: the key holds our type, so the value is a live `Box<Entry>` that Redis owns;
+    // nothing else refers to it during this call (main thread), and only the entry's index
+    // mark changes, which Redis never reads.
+    if let Some(entry) = unsafe { key.value().as_mut() } {
+        tagindex::indexed(entry, server::selected_db(ctx));
+    }
+}
+
 /// Opens a key to write an entry: empty or holding one; `WRONGTYPE` when it holds something
 /// else.
 pub fn open_entry_writable(ctx: &Context, name: &Arg) -> Result<WriteKey, CacheError> {
@@ -207,7 +214,6 @@ pub fn open_entry_writable(ctx: &Context, name: &Arg) -> Result<WriteKey, CacheE
         Kind::Empty | Kind::Entry => WriteKey {
             key,
             db: server::selected_db(ctx),
-            name: name.raw(),
         },
         Kind::Other => return Err(CacheError::WrongType),
     };

@@ -10,6 +10,10 @@
 //! - loading (RDB, AOF, full sync): cleared when it starts, rebuilt from the keyspace when it
 //!   ends (`wrapper::rebuild`).
 //!
+//! Each entry counted carries a mark (`Entry::is_indexed`), so that counting it twice or
+//! forgetting it twice is harmless: a path may see an entry again (a landing after a store, a
+//! delete after a replace) without the counts drifting.
+//!
 //! A leaf of the storage layer (it imports only the core), so that the type's callbacks can
 //! call it without an import circle.
 //!
@@ -19,7 +23,7 @@
 use std::cell::{Cell, RefCell};
 
 use crate::core::entry::Entry;
-use crate::core::tags::{EntryId, TagIndex};
+use crate::core::tags::TagIndex;
 
 thread_local! {
     static INDEX: RefCell<TagIndex> = RefCell::new(TagIndex::new());
@@ -51,23 +55,40 @@ pub fn with<T>(f: impl FnOnce(&mut TagIndex) -> T) -> T {
     INDEX.with(|ix| f(&mut ix.borrow_mut()))
 }
 
-/// The id the index knows an entry by: its address, stable while Redis holds the value.
-pub fn id_of(entry: *const Entry) -> EntryId {
-    entry as usize
-}
-
-/// The entry at `entry`, stored at `key` in `db`, carries its tags now.
-pub fn indexed(entry: &Entry, db: i32, key: &[u8]) {
-    let id = id_of(entry);
-    // An untagged entry may have carried tags before this write: take it out.
-    if !entry.has_tags() {
-        with(|ix| ix.remove(id));
-    } else {
-        with(|ix| ix.set(id, db, key, entry.tags()));
+/// `entry` is in the keyspace of `db` with its tags (stored, landed on a name, found by a
+/// rebuild): counted, once. One found invalidated is counted as pending removal instead.
+pub fn indexed(entry: &mut Entry, db: i32) {
+    if !entry.has_tags() || entry.is_indexed() {
+        return;
     }
+    entry.set_indexed(true);
+    with(|ix| {
+        if ix.is_invalidated(db, entry.tags(), entry.version) {
+            ix.found_invalidated(db);
+        } else {
+            ix.add(db, entry.tags());
+        }
+    });
 }
 
-/// The entry at `entry` leaves the keyspace (or Redis is about to free it).
-pub fn forget(entry: *const Entry) {
-    with(|ix| ix.remove(id_of(entry)));
+/// `entry` leaves the keyspace of `db` (or is about to change its tags): no longer counted.
+pub fn forget(entry: &mut Entry, db: i32) {
+    if !entry.is_indexed() {
+        return;
+    }
+    entry.set_indexed(false);
+    with(|ix| {
+        if ix.is_invalidated(db, entry.tags(), entry.version) {
+            ix.invalidated_gone(db);
+        } else {
+            ix.remove(db, entry.tags());
+        }
+    });
+}
+
+/// `entry`, in `db`, carries `tags` from now on (`CACHE.TAGSET` over an entry).
+pub fn retag(entry: &mut Entry, db: i32, tags: &[Vec<u8>]) {
+    forget(entry, db);
+    entry.set_tags(tags);
+    indexed(entry, db);
 }

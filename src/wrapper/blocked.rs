@@ -280,8 +280,10 @@ pub fn on_key_event(ctx: &Context, name: &Arg) {
     }
 }
 
-/// A flush or `SWAPDB` changes keys without a keyspace event each: every line is due.
-pub fn on_flush_or_swap(ctx: &Context) {
+/// A flush, `SWAPDB` or a tag invalidation changes keys without a keyspace event each: every
+/// line is due (a parked caller on an invalidated key is handed it at once, as after a delete,
+/// not when the removal's walk comes by).
+pub fn every_line_due(ctx: &Context) {
     if handover::with(|r| {
         r.check_all_now();
         !r.is_empty()

@@ -10,7 +10,7 @@ use redis_module::{raw, Context};
 use super::{arm_once, blocked, on_key, rebuild};
 use crate::guard;
 use crate::storage::arg::Arg;
-use crate::storage::key::open_entry;
+use crate::storage::key::{index_landed, open_entry};
 use crate::storage::{landing, server, tagindex, unlinked};
 
 /// How long the landing timer waits before it tries again while the server takes no writes.
@@ -37,13 +37,12 @@ extern "C" fn on_keyspace_event(
             let (event, name) = unsafe { (CStr::from_ptr(event).to_bytes(), Arg::from_raw(key)) };
             match event {
                 b"copy_to" | b"rename_to" | b"move_to" | b"restore" => {
-                    if let Ok(Some(key)) = open_entry(&ctx, &name) {
-                        // On every server, replicas and loads included: the index follows.
-                        tagindex::indexed(key.entry(), server::selected_db(&ctx), name.as_slice());
-                        drop(key);
-                        if landing::landed(&ctx, &name) {
-                            arm_landing(&ctx, 0);
-                        }
+                    // On every server, replicas and loads included: the index follows.
+                    index_landed(&ctx, &name);
+                    if matches!(open_entry(&ctx, &name), Ok(Some(_)))
+                        && landing::landed(&ctx, &name)
+                    {
+                        arm_landing(&ctx, 0);
                     }
                 }
                 b"rename_from" | b"move_from" => unlinked::moved_away(name.as_slice()),
@@ -88,7 +87,7 @@ extern "C" fn on_server_event(
                         let db = unsafe { (*data.cast::<raw::RedisModuleFlushInfo>()).dbnum };
                         tagindex::with(|ix| if db < 0 { ix.clear() } else { ix.flush_db(db) });
                     }
-                    blocked::on_flush_or_swap(&ctx);
+                    blocked::every_line_due(&ctx);
                 }
                 raw::REDISMODULE_EVENT_SWAPDB => {
                     // SAFETY: Redis passes a RedisModuleSwapDbInfo with this event.
@@ -97,7 +96,7 @@ extern "C" fn on_server_event(
                         (si.dbnum_first, si.dbnum_second)
                     };
                     tagindex::with(|ix| ix.swap_db(a, b));
-                    blocked::on_flush_or_swap(&ctx);
+                    blocked::every_line_due(&ctx);
                 }
                 raw::REDISMODULE_EVENT_LOADING => match subevent {
                     raw::REDISMODULE_SUBEVENT_LOADING_ENDED

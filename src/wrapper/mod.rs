@@ -7,6 +7,7 @@ pub mod blocked;
 pub mod keyspace;
 pub mod rebuild;
 pub mod removal;
+pub mod walk;
 
 use std::cell::Cell;
 use std::os::raw::c_void;
