@@ -88,6 +88,10 @@ pub fn forget(entry: &mut Entry, db: i32) {
 
 /// `entry`, in `db`, carries `tags` from now on (`CACHE.TAGSET` over an entry).
 pub fn retag(entry: &mut Entry, db: i32, tags: &[Vec<u8>]) {
+    // The common overwrite: the same tags again. Nothing changes, nothing is counted anew.
+    if entry.tags().eq(tags.iter().map(|t| &t[..])) {
+        return;
+    }
     forget(entry, db);
     entry.set_tags(tags);
     indexed(entry, db);
