@@ -178,7 +178,7 @@ pub fn open_entry(ctx: &Context, name: &Arg) -> Result<Option<ReadKey>, CacheErr
         Kind::Empty => Ok(None),
         Kind::Entry => {
             let key = ReadKey { key };
-            // An entry invalidated by a tag reads as absent until its slice removes it.
+            // An entry invalidated by a tag reads as absent until the removal walk takes it out.
             if tagindex::invalidated(|| server::selected_db(ctx), key.entry()) {
                 return Ok(None);
             }
