@@ -1,0 +1,530 @@
+//! Real servers for the worker's tests: redis-server (Debian's, on PATH) and PostgreSQL
+//! (Debian's `postgresql`, binaries under /usr/lib/postgresql/*/bin), each on a free loopback
+//! port in a temporary directory and killed on drop, a failing test included; the worker binary
+//! as a subprocess; contract-shaped events; reading the tables back.
+#![allow(dead_code)] // each test binary uses a part of the harness
+
+use redis::Value;
+use std::collections::HashMap;
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+pub const QUEUE: &str = "cache:wb";
+pub const GROUP: &str = "cache-wb";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Polls `check` until it holds, failing the test with `what` after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let until = Instant::now() + limit;
+    while !check() {
+        assert!(
+            Instant::now() < until,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill9(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {}", child.id());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis
+
+pub struct Redis {
+    pub dir: TempDir,
+    pub port: u16,
+    appendonly: bool,
+    fsync: &'static str,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Redis::start_with(false, "everysec")
+    }
+
+    /// `appendonly yes` with the given `appendfsync` when `appendonly`.
+    pub fn start_with(appendonly: bool, fsync: &'static str) -> Redis {
+        let mut r = Redis {
+            dir: tempfile::tempdir().expect("temp dir"),
+            port: free_port(),
+            appendonly,
+            fsync,
+            child: None,
+        };
+        r.launch();
+        r
+    }
+
+    fn launch(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("redis.log"))
+            .expect("log file");
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--dir", self.dir.path().to_str().unwrap()])
+            .args(["--save", ""])
+            .args(["--appendonly", if self.appendonly { "yes" } else { "no" }])
+            .args(["--appendfsync", self.fsync])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("redis-server on PATH"));
+        let url = self.url();
+        wait_until(
+            Duration::from_secs(20),
+            "redis-server to answer PING",
+            || {
+                redis::Client::open(url.as_str())
+                    .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                    .is_ok()
+            },
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn con(&self) -> redis::Connection {
+        let con = redis::Client::open(self.url())
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .expect("connect to redis");
+        con.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        con
+    }
+
+    /// `kill -9`: no shutdown, no final fsync.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill9(&mut c);
+        }
+    }
+
+    /// Starts again on the same directory and port, from what it had persisted.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Creates the queue and its group the way the module does.
+pub fn create_group(con: &mut redis::Connection) {
+    redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(QUEUE)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query::<()>(con)
+        .expect("XGROUP CREATE");
+}
+
+/// The value every `set` of these tests carries: it names its version, so a row's value and
+/// version can be checked to belong together.
+pub fn value_of(key: &str, version: u64) -> String {
+    format!("{key}@{version}")
+}
+
+/// Adds a `set` event as CACHE.WBQUEUE writes it.
+pub fn xadd_set(pipe: &mut redis::Pipeline, key: &str, version: u64) {
+    pipe.cmd("XADD")
+        .arg(QUEUE)
+        .arg("*")
+        .arg("key")
+        .arg(key)
+        .arg("value")
+        .arg(value_of(key, version))
+        .arg("version")
+        .arg(version)
+        .arg("ms")
+        .arg(1_700_000_000_000u64 + version)
+        .arg("op")
+        .arg("set")
+        .ignore();
+}
+
+/// Adds a `del` event as CACHE.WBDEL writes it.
+pub fn xadd_del(pipe: &mut redis::Pipeline, key: &str, version: u64) {
+    pipe.cmd("XADD")
+        .arg(QUEUE)
+        .arg("*")
+        .arg("key")
+        .arg(key)
+        .arg("version")
+        .arg(version)
+        .arg("ms")
+        .arg(1_700_000_000_000u64 + version)
+        .arg("op")
+        .arg("del")
+        .ignore();
+}
+
+pub fn xlen(con: &mut redis::Connection, stream: &str) -> u64 {
+    redis::cmd("XLEN").arg(stream).query(con).unwrap()
+}
+
+/// The number of entries the group has delivered and not seen acknowledged.
+pub fn pending(con: &mut redis::Connection) -> u64 {
+    let v: Value = redis::cmd("XPENDING")
+        .arg(QUEUE)
+        .arg(GROUP)
+        .query(con)
+        .unwrap();
+    match v {
+        Value::Array(a) => redis::from_redis_value(&a[0]).unwrap(),
+        other => panic!("XPENDING: {other:?}"),
+    }
+}
+
+/// The entries of a stream, fields as a map.
+pub fn entries(con: &mut redis::Connection, stream: &str) -> Vec<HashMap<String, String>> {
+    let v: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(con)
+        .unwrap();
+    v.into_iter()
+        .map(|(_, f)| f.into_iter().collect())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+
+fn pg_bin(name: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL installed (make deps: Debian's postgresql)")
+        .filter_map(|e| Some(e.ok()?.path().join("bin")))
+        .filter(|d| d.join("initdb").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+        .expect("a /usr/lib/postgresql/*/bin with initdb")
+        .join(name)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A command run as the `postgres` system user when we are root (initdb refuses root), as us
+/// otherwise.
+fn as_pg_user(bin: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
+}
+
+pub struct Postgres {
+    dir: TempDir,
+    pub port: u16,
+    running: bool,
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let dir = tempfile::Builder::new()
+            .prefix("wbpg")
+            .tempdir()
+            .expect("temp dir");
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(ok.success(), "chown to postgres");
+        }
+        let data = dir.path().join("data");
+        let out = as_pg_user(&pg_bin("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"])
+            .output()
+            .expect("initdb runs");
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut pg = Postgres {
+            dir,
+            port: free_port(),
+            running: false,
+        };
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            pg.port,
+            pg.dir.path().display()
+        );
+        let out = as_pg_user(&pg_bin("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(pg.dir.path().join("pg.log"))
+            .args(["-o", &opts, "-w", "-t", "60", "start"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("pg_ctl runs");
+        pg.running = true;
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            fs::read_to_string(pg.dir.path().join("pg.log")).unwrap_or_default()
+        );
+        pg
+    }
+
+    pub fn params(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.params(), postgres::NoTls).expect("connect to postgres")
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = as_pg_user(&pg_bin("pg_ctl"))
+                .arg("-D")
+                .arg(self.dir.path().join("data"))
+                .args(["-m", "immediate", "-w", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The database, whichever it is
+
+/// One row of the table: value (None for a tombstone), version, deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub value: Option<Vec<u8>>,
+    pub version: i64,
+    pub deleted: bool,
+}
+
+pub enum Db {
+    Sqlite(TempDir),
+    Postgres(Postgres),
+}
+
+impl Db {
+    pub fn sqlite() -> Db {
+        Db::Sqlite(tempfile::tempdir().expect("temp dir"))
+    }
+
+    pub fn postgres() -> Db {
+        Db::Postgres(Postgres::start())
+    }
+
+    pub fn sqlite_path(&self) -> PathBuf {
+        match self {
+            Db::Sqlite(dir) => dir.path().join("cache.db"),
+            Db::Postgres(_) => panic!("not sqlite"),
+        }
+    }
+
+    /// The worker's arguments for this database.
+    pub fn args(&self) -> Vec<String> {
+        match self {
+            Db::Sqlite(_) => vec!["--sqlite".into(), self.sqlite_path().display().to_string()],
+            Db::Postgres(pg) => vec!["--postgres".into(), pg.params()],
+        }
+    }
+
+    /// Runs SQL before the worker starts (a pre-created table, a trigger).
+    pub fn execute(&self, sql: &str) {
+        match self {
+            Db::Sqlite(_) => rusqlite::Connection::open(self.sqlite_path())
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap(),
+            Db::Postgres(pg) => pg.client().batch_execute(sql).unwrap(),
+        }
+    }
+
+    pub fn rows(&self) -> HashMap<Vec<u8>, Row> {
+        let sql = "SELECT key, value, version, deleted FROM cache_wb";
+        match self {
+            Db::Sqlite(_) => {
+                let path = self.sqlite_path();
+                if !path.exists() {
+                    return HashMap::new();
+                }
+                let con = rusqlite::Connection::open(path).unwrap();
+                let Ok(mut stmt) = con.prepare(sql) else {
+                    return HashMap::new(); // no table yet
+                };
+                stmt.query_map([], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        Row {
+                            value: r.get(1)?,
+                            version: r.get(2)?,
+                            deleted: r.get(3)?,
+                        },
+                    ))
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+            }
+            Db::Postgres(pg) => match pg.client().query(sql, &[]) {
+                Ok(rows) => rows
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.get::<_, Vec<u8>>(0),
+                            Row {
+                                value: r.get(1),
+                                version: r.get(2),
+                                deleted: r.get(3),
+                            },
+                        )
+                    })
+                    .collect(),
+                Err(_) => HashMap::new(), // no table yet
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker
+
+pub struct Worker {
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Worker {
+    /// Starts the worker on `redis` and `db` with `extra` arguments; stderr goes to a file.
+    pub fn start(redis: &Redis, db: &Db, extra: &[&str]) -> Worker {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("worker.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_redis-cache-worker"))
+            .arg("--redis")
+            .arg(redis.url())
+            .args(db.args())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("worker binary");
+        Worker {
+            child: Some(child),
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the worker to exit by itself.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < until,
+                "worker still running after {limit:?}; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn sigterm(&self) {
+        signal(self.child.as_ref().expect("running"), "TERM");
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill9(&mut c);
+        }
+    }
+
+    /// The `drained=` count of the worker's last progress line.
+    pub fn last_drained(&self) -> Option<u64> {
+        let log = self.log();
+        let line = log.lines().rev().find(|l| l.contains("progress:"))?;
+        let n = line.split("drained=").nth(1)?.split(' ').next()?;
+        n.parse().ok()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs `--once` to completion and returns its log; it must exit 0.
+pub fn drain_once(redis: &Redis, db: &Db, extra: &[&str]) -> String {
+    let mut args = vec!["--once"];
+    args.extend_from_slice(extra);
+    let mut w = Worker::start(redis, db, &args);
+    let status = w.wait(Duration::from_secs(60));
+    let log = w.log();
+    assert!(status.success(), "worker --once: {status}; log:\n{log}");
+    log
+}
