@@ -3,13 +3,15 @@ SHELL := /bin/bash
 PORT ?= 6379
 MODULE := target/release/libredis_cache.so
 
-.PHONY: all deps build run test test-redis test-valkey unit integration bench lint fmt clean
+.PHONY: all deps build run test test-redis test-valkey test-worker unit integration bench lint fmt clean
 
 all: build
 
 deps:
 	@scripts/deps.sh
 
+# Both workspace members: the module (target/release/libredis_cache.so) and the write-behind
+# worker (target/release/redis-cache-worker).
 build: deps
 	cargo build --release
 
@@ -22,8 +24,12 @@ run: build
 # built first (cargo test does not build a cdylib-only crate's .so). The server is the binary
 # $CACHE_SERVER names (default redis-server on PATH). `make test` runs the unit tests once,
 # then the integration tests on Redis 7.0 (Debian's redis-server) and on Valkey 8.1 (the
-# valkey-server that make deps installs, path from scripts/valkey-path.sh).
-INTEGRATION = cargo test --release --test '*' -- --test-threads=4
+# valkey-server that make deps installs, path from scripts/valkey-path.sh), then the worker's
+# tests once. `-p redis-cache`: the module's tests only, the worker's run in test-worker.
+INTEGRATION = cargo test --release -p redis-cache --test '*' -- --test-threads=4
+# The write-behind worker: its unit tests, then its tests against real redis-server, SQLite
+# and PostgreSQL, servers that the tests start themselves.
+WORKER_TESTS = cargo test --release -p redis-cache-worker
 
 # $(call integration,<shell expression for the binary>): one server's integration run, after
 # a header line naming the binary and its version.
@@ -35,9 +41,13 @@ define integration
 endef
 
 test: build
-	cargo test --release --lib -- --test-threads=4
+	cargo test --release -p redis-cache --lib -- --test-threads=4
 	$(call integration,redis-server)
 	$(call integration,$$(scripts/valkey-path.sh))
+	$(WORKER_TESTS)
+
+test-worker: build
+	$(WORKER_TESTS)
 
 test-redis: build
 	$(call integration,redis-server)
@@ -50,14 +60,14 @@ integration: build
 	$(call integration,$${CACHE_SERVER:-redis-server})
 
 unit: deps
-	cargo test --release --lib -- --test-threads=4
+	cargo test --release -p redis-cache --lib -- --test-threads=4
 
 bench: build
 	MODULE=$(abspath $(MODULE)) bash bench/run
 
 lint:
 	cargo fmt --check
-	cargo clippy --release --all-targets -- -D warnings
+	cargo clippy --release --workspace --all-targets -- -D warnings
 
 fmt:
 	cargo fmt

