@@ -141,9 +141,13 @@ impl Drop for Redis {
 
 /// Creates the queue and its group the way the module does.
 pub fn create_group(con: &mut redis::Connection) {
+    create_group_of(con, QUEUE);
+}
+
+pub fn create_group_of(con: &mut redis::Connection, queue: &str) {
     redis::cmd("XGROUP")
         .arg("CREATE")
-        .arg(QUEUE)
+        .arg(queue)
         .arg(GROUP)
         .arg("0")
         .arg("MKSTREAM")
@@ -159,8 +163,13 @@ pub fn value_of(key: &str, version: u64) -> String {
 
 /// Adds a `set` event as CACHE.WBQUEUE writes it.
 pub fn xadd_set(pipe: &mut redis::Pipeline, key: &str, version: u64) {
+    xadd_set_to(pipe, QUEUE, key, version);
+}
+
+/// Adds a `set` event to the queue `queue`.
+pub fn xadd_set_to(pipe: &mut redis::Pipeline, queue: &str, key: &str, version: u64) {
     pipe.cmd("XADD")
-        .arg(QUEUE)
+        .arg(queue)
         .arg("*")
         .arg("key")
         .arg(key)
@@ -197,8 +206,12 @@ pub fn xlen(con: &mut redis::Connection, stream: &str) -> u64 {
 
 /// The number of entries the group has delivered and not seen acknowledged.
 pub fn pending(con: &mut redis::Connection) -> u64 {
+    pending_of(con, QUEUE)
+}
+
+pub fn pending_of(con: &mut redis::Connection, queue: &str) -> u64 {
     let v: Value = redis::cmd("XPENDING")
-        .arg(QUEUE)
+        .arg(queue)
         .arg(GROUP)
         .query(con)
         .unwrap();
@@ -293,28 +306,51 @@ impl Postgres {
             port: free_port(),
             running: false,
         };
+        pg.start_again();
+        pg
+    }
+
+    fn pg_ctl(&self) -> Command {
+        let mut c = as_pg_user(&pg_bin("pg_ctl"));
+        c.arg("-D").arg(self.dir.path().join("data"));
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Starts the server (again) on its data directory and port.
+    pub fn start_again(&mut self) {
         let opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1",
-            pg.port,
-            pg.dir.path().display()
+            self.port,
+            self.dir.path().display()
         );
-        let out = as_pg_user(&pg_bin("pg_ctl"))
-            .arg("-D")
-            .arg(&data)
+        let out = self
+            .pg_ctl()
             .arg("-l")
-            .arg(pg.dir.path().join("pg.log"))
+            .arg(self.dir.path().join("pg.log"))
             .args(["-o", &opts, "-w", "-t", "60", "start"])
-            .stdin(Stdio::null())
             .output()
             .expect("pg_ctl runs");
-        pg.running = true;
+        self.running = true;
         assert!(
             out.status.success(),
             "pg_ctl start: {}{}",
             String::from_utf8_lossy(&out.stdout),
-            fs::read_to_string(pg.dir.path().join("pg.log")).unwrap_or_default()
+            fs::read_to_string(self.dir.path().join("pg.log")).unwrap_or_default()
         );
-        pg
+    }
+
+    /// Stops the server at once (`-m immediate`: connections are cut, as in a crash).
+    pub fn stop(&mut self) {
+        if self.running {
+            let _ = self
+                .pg_ctl()
+                .args(["-m", "immediate", "-w", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            self.running = false;
+        }
     }
 
     pub fn params(&self) -> String {
@@ -331,15 +367,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        if self.running {
-            let _ = as_pg_user(&pg_bin("pg_ctl"))
-                .arg("-D")
-                .arg(self.dir.path().join("data"))
-                .args(["-m", "immediate", "-w", "stop"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+        self.stop();
     }
 }
 
@@ -366,6 +394,13 @@ impl Db {
 
     pub fn postgres() -> Db {
         Db::Postgres(Postgres::start())
+    }
+
+    pub fn pg(&mut self) -> &mut Postgres {
+        match self {
+            Db::Postgres(pg) => pg,
+            Db::Sqlite(_) => panic!("not postgres"),
+        }
     }
 
     pub fn sqlite_path(&self) -> PathBuf {
@@ -452,13 +487,18 @@ pub struct Worker {
 impl Worker {
     /// Starts the worker on `redis` and `db` with `extra` arguments; stderr goes to a file.
     pub fn start(redis: &Redis, db: &Db, extra: &[&str]) -> Worker {
+        let mut args = vec!["--redis".to_string(), redis.url()];
+        args.extend(db.args());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Worker::start_args(&args)
+    }
+
+    /// Starts the worker with exactly these arguments.
+    pub fn start_args(args: &[String]) -> Worker {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("worker.log");
         let child = Command::new(env!("CARGO_BIN_EXE_redis-cache-worker"))
-            .arg("--redis")
-            .arg(redis.url())
-            .args(db.args())
-            .args(extra)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
@@ -522,7 +562,11 @@ impl Drop for Worker {
 pub fn drain_once(redis: &Redis, db: &Db, extra: &[&str]) -> String {
     let mut args = vec!["--once"];
     args.extend_from_slice(extra);
-    let mut w = Worker::start(redis, db, &args);
+    finish(Worker::start(redis, db, &args))
+}
+
+/// Waits for a `--once` worker to exit 0 and returns its log.
+pub fn finish(mut w: Worker) -> String {
     let status = w.wait(Duration::from_secs(60));
     let log = w.log();
     assert!(status.success(), "worker --once: {status}; log:\n{log}");
