@@ -55,12 +55,6 @@ pub fn sleep_unless_stopped(stop: &AtomicBool, total: Duration) -> bool {
     true
 }
 
-/// How a session ended without a Redis error.
-enum End {
-    /// Asked to stop, or (`--once`) nothing left.
-    Done,
-}
-
 impl QueueDrain {
     pub fn new(
         url: String,
@@ -94,7 +88,7 @@ impl QueueDrain {
                 return;
             }
             match self.session(&mut backoff) {
-                Ok(End::Done) => return,
+                Ok(()) => return,
                 Err(e) => {
                     Stats::add(&self.stats.failures, 1);
                     let delay = backoff.next_delay();
@@ -122,7 +116,9 @@ impl QueueDrain {
         Ok(con)
     }
 
-    fn session(&mut self, backoff: &mut Backoff) -> RedisResult<End> {
+    /// One connection's life. `Ok` when asked to stop or, with `--once`, when nothing is left;
+    /// a Redis error ends it early, and `run` starts another.
+    fn session(&mut self, backoff: &mut Backoff) -> RedisResult<()> {
         let mut con = self.connect()?;
         let s = self.settings.clone();
         stream::ensure_group(&mut con, &self.queue, &s.group)?;
@@ -133,20 +129,20 @@ impl QueueDrain {
         let mut after = "0".to_string();
         loop {
             let read = self.read(&mut con, None, &after)?;
-            let last = read.entries.last().map(|e| e.id.clone());
-            let last = last.or_else(|| read.gone.last().cloned());
-            let Some(last) = last else { break };
+            let Some(last) = read.last_id().map(str::to_string) else {
+                break;
+            };
             self.process(&mut con, read)?;
             after = last;
             if self.stopping() {
-                return Ok(End::Done);
+                return Ok(());
             }
         }
 
         let mut last_claim: Option<Instant> = None;
         loop {
             if self.stopping() {
-                return Ok(End::Done);
+                return Ok(());
             }
             if last_claim.is_none_or(|t| t.elapsed() >= CLAIM_EVERY) {
                 self.claim(&mut con)?;
@@ -157,7 +153,7 @@ impl QueueDrain {
             let read = self.read(&mut con, block, ">")?;
             if read.is_empty() {
                 if s.once {
-                    return Ok(End::Done);
+                    return Ok(());
                 }
                 continue;
             }

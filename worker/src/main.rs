@@ -161,9 +161,22 @@ fn main() {
     let cli = Cli::parse();
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+        // The first signal asks for a clean stop; a second one, while the batch in flight is
+        // still being finished (a database that does not answer), exits at once. That is safe
+        // too: nothing is acknowledged before its commit. The order of the two registrations
+        // is what makes the second signal the one that exits.
+        let registered =
+            signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
+                .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)));
+        if let Err(e) = registered {
             log(&format!("cannot handle signal {signal}: {e}"));
             std::process::exit(1);
+        }
+    }
+    for url in &cli.redis {
+        if let Err(e) = redis::Client::open(url.as_str()) {
+            log(&format!("--redis {url}: {e}"));
+            std::process::exit(2);
         }
     }
     let sink = match (&cli.sqlite, &cli.postgres) {
@@ -261,11 +274,18 @@ fn main() {
                     DISCOVER_EVERY
                 };
         }
-        if cli.once
-            && servers.iter().all(|s| s.queues.is_some())
-            && threads.iter().all(JoinHandle::is_finished)
-        {
-            break;
+        if cli.once {
+            if servers.iter().all(|s| s.queues.is_some())
+                && threads.iter().all(JoinHandle::is_finished)
+            {
+                break;
+            }
+        } else if threads.iter().any(JoinHandle::is_finished) && !stop.load(Ordering::SeqCst) {
+            // Without --once a queue thread only returns when asked to stop: this one
+            // panicked. Exit non-zero so a supervisor restarts the worker, instead of going
+            // on with a queue nobody drains.
+            log("a queue thread panicked; exiting");
+            std::process::exit(1);
         }
         if !progress.is_zero() && last_progress.0.elapsed() >= progress {
             print_progress(&mut servers, &settings.group, &stats, &mut last_progress);

@@ -19,6 +19,23 @@ impl Read {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty() && self.gone.is_empty()
     }
+
+    /// The highest id read, entries and gone ids together (each list is in id order, but the
+    /// two interleave).
+    pub fn last_id(&self) -> Option<&str> {
+        let entry = self.entries.last().map(|e| e.id.as_str());
+        let gone = self.gone.last().map(String::as_str);
+        match (entry, gone) {
+            (Some(a), Some(b)) => Some(if id_order(a) >= id_order(b) { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// A stream id as the pair of numbers it is ordered by (`<ms>-<seq>`).
+fn id_order(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
 fn protocol(what: &str) -> RedisError {
@@ -369,6 +386,20 @@ mod tests {
             assert!(parse_readgroup(&bad).is_err(), "{bad:?}");
         }
         assert!(parse_autoclaim(&Value::Array(vec![bulk("0-0")])).is_err());
+    }
+
+    #[test]
+    fn the_last_id_of_a_read_orders_ids_as_numbers() {
+        let mut read = Read::default();
+        assert_eq!(read.last_id(), None);
+        read.gone.push("10-0".into());
+        assert_eq!(read.last_id(), Some("10-0"));
+        read.entries.push(crate::event::entry("9-5", &[]));
+        assert_eq!(read.last_id(), Some("10-0"));
+        read.entries.push(crate::event::entry("10-1", &[]));
+        assert_eq!(read.last_id(), Some("10-1"));
+        read.gone.push("100-0".into());
+        assert_eq!(read.last_id(), Some("100-0"));
     }
 
     #[test]

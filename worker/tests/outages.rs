@@ -97,3 +97,29 @@ fn several_servers_and_queues() {
         assert_eq!(xlen(&mut con, "qb:dead"), 1);
     }
 }
+
+/// SIGTERM while the database is down: the worker cannot finish its batch, so it exits 0
+/// leaving the batch pending, acknowledged nowhere; the next run stores it.
+#[test]
+fn sigterm_while_the_database_is_down_leaves_the_batch_pending() {
+    let redis = Redis::start();
+    let mut db = Db::postgres();
+    let mut con = redis.con();
+    create_group(&mut con);
+    db.pg().stop();
+    fill(&mut con, 1..=1000);
+    let mut worker = Worker::start(&redis, &db, &["--consumer", "w"]);
+    wait_until(
+        Duration::from_secs(30),
+        "the worker to see the outage",
+        || worker.log().contains("database unavailable"),
+    );
+    worker.sigterm();
+    assert_eq!(worker.wait(Duration::from_secs(30)).code(), Some(0));
+    assert_eq!(xlen(&mut con, QUEUE), 1000, "nothing acknowledged");
+    assert!(pending(&mut con) > 0, "the batch it held is still pending");
+    db.pg().start_again();
+    drain_once(&redis, &db, &["--consumer", "w"]);
+    assert_eq!(db.rows().len(), 200);
+    assert_eq!((xlen(&mut con, QUEUE), pending(&mut con)), (0, 0));
+}
