@@ -6,9 +6,7 @@ mod support;
 use support::*;
 
 fn latest_value_per_key_and_tombstones(db: Db) {
-    let redis = Redis::start();
-    let mut con = redis.con();
-    create_group(&mut con);
+    let (redis, mut con) = queue_server();
     let mut pipe = redis::pipe();
     // 50 keys, versions 1..=10 each, added out of order within a key for half of them.
     for key in 0..50 {
@@ -97,10 +95,8 @@ fn postgres_latest_value_per_key_and_tombstones() {
 /// `--once`, as are the dead consumer's own: nothing queued is left behind.
 #[test]
 fn once_drains_the_groups_pending_entries() {
-    let redis = Redis::start();
+    let (redis, mut con) = queue_server();
     let db = Db::sqlite();
-    let mut con = redis.con();
-    create_group(&mut con);
     let mut pipe = redis::pipe();
     for v in 1..=20 {
         xadd_set(&mut pipe, &format!("p{}", v % 5), v);

@@ -18,9 +18,7 @@ fn events() -> u64 {
 }
 
 fn drain_rate(db: Db, name: &str) {
-    let redis = Redis::start();
-    let mut con = redis.con();
-    create_group(&mut con);
+    let (redis, mut con) = queue_server();
     let total = events();
     let filled = Instant::now();
     for start in (1..=total).step_by(10_000) {

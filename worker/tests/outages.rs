@@ -17,10 +17,8 @@ fn fill(con: &mut redis::Connection, versions: std::ops::RangeInclusive<u64>) {
 /// backoff, dead-letters nothing (an outage is not the events' fault) and stores everything.
 #[test]
 fn postgres_outage_is_retried_not_dead_lettered() {
-    let redis = Redis::start();
+    let (redis, mut con) = queue_server();
     let mut db = Db::postgres();
-    let mut con = redis.con();
-    create_group(&mut con);
     fill(&mut con, 1..=10_000);
     let worker = Worker::start(
         &redis,
@@ -102,10 +100,8 @@ fn several_servers_and_queues() {
 /// leaving the batch pending, acknowledged nowhere; the next run stores it.
 #[test]
 fn sigterm_while_the_database_is_down_leaves_the_batch_pending() {
-    let redis = Redis::start();
+    let (redis, mut con) = queue_server();
     let mut db = Db::postgres();
-    let mut con = redis.con();
-    create_group(&mut con);
     db.pg().stop();
     fill(&mut con, 1..=1000);
     let mut worker = Worker::start(&redis, &db, &["--consumer", "w"]);

@@ -21,10 +21,8 @@ fn fill(con: &mut redis::Connection, events: u64) {
 
 #[test]
 fn sigterm_mid_drain_finishes_the_batch_and_exits_0() {
-    let redis = Redis::start();
+    let (redis, mut con) = queue_server();
     let db = Db::sqlite();
-    let mut con = redis.con();
-    create_group(&mut con);
     let total = 100_000;
     fill(&mut con, total);
     let mut worker = Worker::start(&redis, &db, &["--consumer", "w", "--progress-secs", "1"]);
@@ -75,10 +73,8 @@ fn sigterm_mid_drain_finishes_the_batch_and_exits_0() {
 
 #[test]
 fn progress_lines_show_drained_and_backlog() {
-    let redis = Redis::start();
+    let (redis, mut con) = queue_server();
     let db = Db::postgres();
-    let mut con = redis.con();
-    create_group(&mut con);
     let mut worker = Worker::start(&redis, &db, &["--progress-secs", "1"]);
     fill(&mut con, 1000);
     wait_until(

@@ -139,6 +139,14 @@ impl Drop for Redis {
     }
 }
 
+/// A redis-server (no AOF) with the queue and its group, and a connection to it.
+pub fn queue_server() -> (Redis, redis::Connection) {
+    let redis = Redis::start();
+    let mut con = redis.con();
+    create_group(&mut con);
+    (redis, con)
+}
+
 /// Creates the queue and its group the way the module does.
 pub fn create_group(con: &mut redis::Connection) {
     create_group_of(con, QUEUE);
