@@ -24,20 +24,17 @@ fn latest_value_per_key_and_tombstones(db: Db) {
     xadd_del(&mut pipe, "k0", 11);
     xadd_del(&mut pipe, "k1", 11);
     // Binary-safe keys and values.
-    pipe.cmd("XADD")
-        .arg(QUEUE)
-        .arg("*")
-        .arg("op")
-        .arg("set")
-        .arg("key")
-        .arg(&b"bin\0\xff"[..])
-        .arg("value")
-        .arg(&b"\0\x01\xfe"[..])
-        .arg("version")
-        .arg(3)
-        .arg("ms")
-        .arg(5)
-        .ignore();
+    xadd_fields(
+        &mut pipe,
+        QUEUE,
+        &[
+            ("op", b"set"),
+            ("key", b"bin\0\xff"),
+            ("value", b"\0\x01\xfe"),
+            ("version", b"3"),
+            ("ms", b"5"),
+        ],
+    );
     pipe.query::<()>(&mut con).unwrap();
 
     drain_once(&redis, &db, &[]);
@@ -81,15 +78,8 @@ fn latest_value_per_key_and_tombstones(db: Db) {
     assert_eq!((xlen(&mut con, QUEUE), pending(&mut con)), (0, 0));
 }
 
-#[test]
-fn sqlite_latest_value_per_key_and_tombstones() {
-    latest_value_per_key_and_tombstones(Db::sqlite());
-}
-
-#[test]
-fn postgres_latest_value_per_key_and_tombstones() {
-    latest_value_per_key_and_tombstones(Db::postgres());
-}
+on_both_databases!(latest_value_per_key_and_tombstones:
+    sqlite_latest_value_per_key_and_tombstones, postgres_latest_value_per_key_and_tombstones);
 
 /// Entries this group delivered to a consumer that died before acknowledging are drained by
 /// `--once`, as are the dead consumer's own: nothing queued is left behind.

@@ -97,22 +97,24 @@ fn start_queue(redis: &Redis) -> (Arc<AtomicU64>, JoinHandle<HashMap<String, u64
     (acked, w)
 }
 
-fn wait_acked(acked: &AtomicU64, n: u64) {
+/// Waits until the writer is halfway and the worker has stored something: the moment to break
+/// something.
+fn halfway(acked: &AtomicU64, db: &Db) {
     wait_until(Duration::from_secs(60), "the writer to get halfway", || {
-        acked.load(Ordering::SeqCst) >= n
+        acked.load(Ordering::SeqCst) >= EVENTS / 2
     });
+    wait_until(
+        Duration::from_secs(60),
+        "the worker to store something",
+        || !db.rows().is_empty(),
+    );
 }
 
 fn redis_killed_and_restarted(db: Db) {
     let mut redis = Redis::start_with(true, "always");
     let (acked, writer) = start_queue(&redis);
     let worker = Worker::start(&redis, &db, &["--consumer", "w"]);
-    wait_acked(&acked, EVENTS / 2);
-    wait_until(
-        Duration::from_secs(60),
-        "the worker to store something",
-        || !db.rows().is_empty(),
-    );
+    halfway(&acked, &db);
     redis.kill9();
     std::thread::sleep(Duration::from_millis(300)); // a real outage, seen by both clients
     redis.restart();
@@ -121,15 +123,7 @@ fn redis_killed_and_restarted(db: Db) {
     assert!(worker.log().contains("reconnecting"), "{}", worker.log());
 }
 
-#[test]
-fn sqlite_redis_killed_and_restarted() {
-    redis_killed_and_restarted(Db::sqlite());
-}
-
-#[test]
-fn postgres_redis_killed_and_restarted() {
-    redis_killed_and_restarted(Db::postgres());
-}
+on_both_databases!(redis_killed_and_restarted: sqlite_redis_killed_and_restarted, postgres_redis_killed_and_restarted);
 
 /// The worker is killed with -9 mid-batch; another one, under another consumer name, claims
 /// what the dead one had pending (after --claim-idle-ms) and drains the rest.
@@ -137,12 +131,7 @@ fn worker_killed_and_replaced(db: Db) {
     let redis = Redis::start_with(true, "always");
     let (acked, writer) = start_queue(&redis);
     let mut first = Worker::start(&redis, &db, &["--consumer", "first"]);
-    wait_acked(&acked, EVENTS / 2);
-    wait_until(
-        Duration::from_secs(60),
-        "the worker to store something",
-        || !db.rows().is_empty(),
-    );
+    halfway(&acked, &db);
     first.kill9();
     let second = Worker::start(
         &redis,
@@ -155,15 +144,7 @@ fn worker_killed_and_replaced(db: Db) {
     });
 }
 
-#[test]
-fn sqlite_worker_killed_and_replaced() {
-    worker_killed_and_replaced(Db::sqlite());
-}
-
-#[test]
-fn postgres_worker_killed_and_replaced() {
-    worker_killed_and_replaced(Db::postgres());
-}
+on_both_databases!(worker_killed_and_replaced: sqlite_worker_killed_and_replaced, postgres_worker_killed_and_replaced);
 
 fn two_workers_share_the_queue(db: Db) {
     let redis = Redis::start_with(true, "always");
@@ -189,12 +170,4 @@ fn two_workers_share_the_queue(db: Db) {
     assert!(drained.iter().all(|&d| d > 0), "both drained: {drained:?}");
 }
 
-#[test]
-fn sqlite_two_workers_share_the_queue() {
-    two_workers_share_the_queue(Db::sqlite());
-}
-
-#[test]
-fn postgres_two_workers_share_the_queue() {
-    two_workers_share_the_queue(Db::postgres());
-}
+on_both_databases!(two_workers_share_the_queue: sqlite_two_workers_share_the_queue, postgres_two_workers_share_the_queue);

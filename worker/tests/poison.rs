@@ -21,18 +21,16 @@ fn poison_goes_to_the_dead_letter_stream(db: Db, reject: &str, error_text: &str)
         xadd_set(&mut pipe, &format!("ok{}", v % 100), v);
     }
     // Not an event: no version.
-    pipe.cmd("XADD")
-        .arg(QUEUE)
-        .arg("*")
-        .arg("op")
-        .arg("set")
-        .arg("key")
-        .arg("noversion")
-        .arg("value")
-        .arg("x")
-        .arg("ms")
-        .arg(1)
-        .ignore();
+    xadd_fields(
+        &mut pipe,
+        QUEUE,
+        &[
+            ("op", b"set"),
+            ("key", b"noversion"),
+            ("value", b"x"),
+            ("ms", b"1"),
+        ],
+    );
     pipe.query::<()>(&mut con).unwrap();
 
     let log = drain_once(&redis, &db, &["--max-attempts", "3", "--batch", "150"]);

@@ -119,9 +119,18 @@ pub fn create_table(table: &str, bytes: &str, int64: &str, boolean: &str) -> Str
 /// The version guard, the same in both databases: a row changes only for a higher version, so
 /// redelivered, reordered and concurrent batches cannot move it back, and a delete's tombstone
 /// keeps an older `set` out. The insert names the table `old`.
-pub const ON_CONFLICT: &str = "ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+const ON_CONFLICT: &str = "ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
     version = excluded.version, updated_ms = excluded.updated_ms, deleted = excluded.deleted \
     WHERE excluded.version > old.version";
+
+/// The upsert of rows that `source` (VALUES or a SELECT) gives, in the column order of the
+/// table, with the version guard.
+pub fn upsert(table: &str, source: &str) -> String {
+    format!(
+        "INSERT INTO {table} AS old (key, value, version, updated_ms, deleted) {source} \
+         {ON_CONFLICT}"
+    )
+}
 
 /// The table name quoted for SQL (`"schema"."table"`); it has passed `valid_table`.
 pub fn quoted(table: &str) -> String {

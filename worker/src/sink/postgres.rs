@@ -2,7 +2,7 @@
 //! trip however many keys it holds, in a transaction committed with the server's default
 //! `synchronous_commit`, so durable before the worker acknowledges in Redis.
 
-use super::{create_table, quoted, Database, Failure, ON_CONFLICT};
+use super::{create_table, quoted, upsert, Database, Failure};
 use crate::event::Event;
 use postgres::{Client, NoTls};
 
@@ -19,11 +19,10 @@ impl PostgresSink {
         PostgresSink {
             params,
             table: t.clone(),
-            upsert: format!(
-                "INSERT INTO {t} AS old (key, value, version, updated_ms, deleted) \
-                 SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::int8[], $4::int8[], \
-                 $5::bool[]) {}",
-                ON_CONFLICT
+            upsert: upsert(
+                &t,
+                "SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::int8[], $4::int8[], \
+                 $5::bool[])",
             ),
             client: None,
         }

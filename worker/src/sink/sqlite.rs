@@ -1,7 +1,7 @@
 //! SQLite sink (bundled SQLite, so no system library is needed). WAL with `synchronous=FULL`:
 //! a commit is on disk before the worker acknowledges the events in Redis.
 
-use super::{create_table, quoted, Database, Failure, ON_CONFLICT};
+use super::{create_table, quoted, upsert, Database, Failure};
 use crate::event::Event;
 use rusqlite::{ffi::ErrorCode, params, Connection, TransactionBehavior};
 use std::path::PathBuf;
@@ -20,11 +20,7 @@ impl SqliteSink {
         SqliteSink {
             path,
             table: t.clone(),
-            upsert: format!(
-                "INSERT INTO {t} AS old (key, value, version, updated_ms, deleted) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) {}",
-                ON_CONFLICT
-            ),
+            upsert: upsert(&t, "VALUES (?1, ?2, ?3, ?4, ?5)"),
             conn: None,
         }
     }

@@ -176,36 +176,44 @@ pub fn xadd_set(pipe: &mut redis::Pipeline, key: &str, version: u64) {
 
 /// Adds a `set` event to the queue `queue`.
 pub fn xadd_set_to(pipe: &mut redis::Pipeline, queue: &str, key: &str, version: u64) {
-    pipe.cmd("XADD")
-        .arg(queue)
-        .arg("*")
-        .arg("key")
-        .arg(key)
-        .arg("value")
-        .arg(value_of(key, version))
-        .arg("version")
-        .arg(version)
-        .arg("ms")
-        .arg(1_700_000_000_000u64 + version)
-        .arg("op")
-        .arg("set")
-        .ignore();
+    xadd_event(pipe, queue, key, Some(&value_of(key, version)), version);
 }
 
 /// Adds a `del` event as CACHE.WBDEL writes it.
 pub fn xadd_del(pipe: &mut redis::Pipeline, key: &str, version: u64) {
-    pipe.cmd("XADD")
-        .arg(QUEUE)
-        .arg("*")
-        .arg("key")
-        .arg(key)
-        .arg("version")
-        .arg(version)
-        .arg("ms")
-        .arg(1_700_000_000_000u64 + version)
-        .arg("op")
-        .arg("del")
-        .ignore();
+    xadd_event(pipe, QUEUE, key, None, version);
+}
+
+/// An event in the contract's fields; without a value it is a `del`. Its `ms` follows its
+/// version.
+fn xadd_event(
+    pipe: &mut redis::Pipeline,
+    queue: &str,
+    key: &str,
+    value: Option<&str>,
+    version: u64,
+) {
+    let (version, ms) = (
+        version.to_string(),
+        (1_700_000_000_000u64 + version).to_string(),
+    );
+    let mut fields: Vec<(&str, &[u8])> = vec![("key", key.as_bytes())];
+    if let Some(v) = value {
+        fields.push(("value", v.as_bytes()));
+    }
+    fields.push(("version", version.as_bytes()));
+    fields.push(("ms", ms.as_bytes()));
+    fields.push(("op", if value.is_some() { b"set" } else { b"del" }));
+    xadd_fields(pipe, queue, &fields);
+}
+
+/// Adds an entry with exactly these fields (an event, or something that is not one).
+pub fn xadd_fields(pipe: &mut redis::Pipeline, queue: &str, fields: &[(&str, &[u8])]) {
+    let cmd = pipe.cmd("XADD").arg(queue).arg("*");
+    for (field, value) in fields {
+        cmd.arg(*field).arg(*value);
+    }
+    cmd.ignore();
 }
 
 pub fn xlen(con: &mut redis::Connection, stream: &str) -> u64 {
@@ -481,6 +489,22 @@ impl Db {
             },
         }
     }
+}
+
+/// Two tests running one scenario, one on SQLite and one on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($scenario:ident: $sqlite:ident, $postgres:ident) => {
+        #[test]
+        fn $sqlite() {
+            $scenario(Db::sqlite());
+        }
+
+        #[test]
+        fn $postgres() {
+            $scenario(Db::postgres());
+        }
+    };
 }
 
 // ---------------------------------------------------------------------------------------------
