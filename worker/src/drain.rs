@@ -223,20 +223,18 @@ impl QueueDrain {
         if writes.is_empty() {
             return Ok(());
         }
-        let Some(stored) = self.store_batch(&writes) else {
+        match self.store_batch(&writes) {
             // Stopped while the database was unavailable: the entries stay pending.
-            return Ok(());
-        };
-        let ids: Vec<&str> = match stored {
-            Stored::All => writes
-                .iter()
-                .flat_map(|w| w.members.iter().map(|&i| entries[i].id.as_str()))
-                .collect(),
-            Stored::Split => return self.store_each(con, &entries, &writes),
-        };
-        stream::ack(con, &self.queue, &self.settings.group, &ids)?;
-        Stats::add(&self.stats.drained, ids.len() as u64);
-        Ok(())
+            None => Ok(()),
+            Some(Stored::All) => {
+                let ids: Vec<&str> = writes
+                    .iter()
+                    .flat_map(|w| w.members.iter().map(|&i| entries[i].id.as_str()))
+                    .collect();
+                self.ack_stored(con, &ids)
+            }
+            Some(Stored::Split) => self.store_each(con, &entries, &writes),
+        }
     }
 
     /// Writes the whole batch in one transaction, retrying while the database is unavailable.
@@ -307,6 +305,7 @@ impl QueueDrain {
         self.ack_stored(con, &stored)
     }
 
+    /// Acknowledges entries whose transaction has committed (never before).
     fn ack_stored(&self, con: &mut redis::Connection, ids: &[&str]) -> RedisResult<()> {
         stream::ack(con, &self.queue, &self.settings.group, ids)?;
         Stats::add(&self.stats.drained, ids.len() as u64);
@@ -325,6 +324,7 @@ impl QueueDrain {
         ));
     }
 
+    /// Moves an entry to the dead-letter stream (and acknowledges it there, atomically).
     fn bury(
         &self,
         con: &mut redis::Connection,
@@ -352,6 +352,8 @@ impl QueueDrain {
     }
 }
 
+/// How `store_batch` ended: the batch committed whole, or the database rejected it and it is
+/// to be split into one transaction per key.
 enum Stored {
     All,
     Split,
