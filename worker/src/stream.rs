@@ -252,9 +252,7 @@ pub fn dead_letter(
 /// command (an older module, or none loaded).
 pub fn discover(con: &mut Connection) -> RedisResult<Option<Vec<String>>> {
     match redis::cmd("CACHE.WBQUEUES").query::<Value>(con) {
-        Ok(v) => Ok(Some(
-            items(&v)?.iter().map(text).collect::<RedisResult<_>>()?,
-        )),
+        Ok(v) => parse_queue_names(&v).map(Some),
         Err(e)
             if e.to_string()
                 .to_ascii_lowercase()
@@ -264,6 +262,11 @@ pub fn discover(con: &mut Connection) -> RedisResult<Option<Vec<String>>> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// CACHE.WBQUEUES's reply: an array (RESP3: possibly a set) of names.
+pub fn parse_queue_names(v: &Value) -> RedisResult<Vec<String>> {
+    items(v)?.iter().map(text).collect()
 }
 
 /// A queue's backlog for the progress line.
@@ -400,6 +403,21 @@ mod tests {
         assert_eq!(read.last_id(), Some("10-1"));
         read.gone.push("100-0".into());
         assert_eq!(read.last_id(), Some("100-0"));
+    }
+
+    #[test]
+    fn queue_names() {
+        let names = Value::Array(vec![bulk("cache:wb:{a}"), bulk("cache:wb:{b}")]);
+        assert_eq!(
+            parse_queue_names(&names).unwrap(),
+            vec!["cache:wb:{a}".to_string(), "cache:wb:{b}".to_string()]
+        );
+        assert_eq!(
+            parse_queue_names(&Value::Set(vec![bulk("q")])).unwrap(),
+            vec!["q".to_string()]
+        );
+        assert!(parse_queue_names(&Value::Array(vec![])).unwrap().is_empty());
+        assert!(parse_queue_names(&Value::Int(1)).is_err());
     }
 
     #[test]
