@@ -68,6 +68,17 @@ end
 return 1
 """
 
+# The client-side write-behind recipe (rgsync's, Redisson's in one script): the value, a
+# version, and the event in a stream. KEYS[1] = entry, KEYS[2] = queue; ARGV = value.
+LUA_WBQUEUE = r"""
+local t = redis.call('TIME')
+local ver = redis.call('INCR', 'wb:version')
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[2], '*', 'op', 'set', 'key', KEYS[1], 'value', ARGV[1],
+  'version', ver, 'ms', t[1] * 1000 + math.floor(t[2] / 1000))
+return ver
+"""
+
 # Lua equivalent of CACHE.SET key value PX ms: a new version, the value, its freshness and
 # grace, any lease revoked (lease_until 0), key TTL = px + grace. Without a delta argument
 # the previous delta is kept. KEYS[1] = entry; ARGV = value, px, grace, [delta].
@@ -146,6 +157,7 @@ def main():
     sha_x = c.call("SCRIPT", "LOAD", LUA_XFETCH).decode()
     sha_s = c.call("SCRIPT", "LOAD", LUA_SET).decode()
     sha_t = c.call("SCRIPT", "LOAD", LUA_TAGSET).decode()
+    sha_w = c.call("SCRIPT", "LOAD", LUA_WBQUEUE).decode()
     if have_module:
         try:
             v = c.call("CACHE.SET", "k:cache", VALUE, "EX", 3600, "DELTA", 1)
@@ -153,6 +165,8 @@ def main():
             die("CACHE.SET setup failed: %s" % e)
         if not isinstance(v, int):
             die("CACHE.SET answered %r, expected an integer version" % (v,))
+        # The queues grow by every run's events: no backpressure in a benchmark.
+        c.call("CONFIG", "SET", "cache.wb-max-len", "1000000000000")
 
     # ---- the commands --------------------------------------------------------------------
     # (id, label for the table, argv)
@@ -167,6 +181,8 @@ def main():
         ("ctag", "`CACHE.TAGSET k:tag v PX 60000 TAGS t1 t2 t3`",
          ["CACHE.TAGSET", "k:tag", VALUE, "PX", "60000", "TAGS", "t1", "t2", "t3"]),
         ("luat", "`EVALSHA` `SET PX` + 3 `SADD`", ["EVALSHA", sha_t, "1", "k:luatag", VALUE, "60000", "t1", "t2", "t3"]),
+        ("cwbq", "`CACHE.WBQUEUE k:wb v`", ["CACHE.WBQUEUE", "k:wb", VALUE]),
+        ("luaw", "`EVALSHA` `SET` + `XADD`", ["EVALSHA", sha_w, "2", "k:luawb", "lua:wb", VALUE]),
     ]
     if not have_module:
         cmds = [x for x in cmds if not x[2][0].startswith("CACHE.")]
@@ -188,11 +204,14 @@ def main():
     expect("set", lambda r: r == "OK", "OK")
     expect("luas", lambda r: isinstance(r, int), "an integer version")
     expect("luat", lambda r: r == 1, "1")
+    expect("luaw", lambda r: isinstance(r, int), "an integer version")
     if have_module:
         expect("ctag", lambda r: isinstance(r, int), "an integer version")
         expect("cget", lambda r: r == VALUE_B, "the value")
         expect("getx", hit, "[value, HIT, nil]")
         expect("cset", lambda r: isinstance(r, int), "an integer version")
+        expect("cwbq", lambda r: isinstance(r, list) and len(r) == 2 and isinstance(r[0], int),
+               "[version, stream-id]")
 
     pin = shlex.split(opts.pin)
     base = pin + [opts.benchmark, "-h", "127.0.0.1", "-p", str(opts.port),
@@ -249,6 +268,7 @@ def main():
         ("`CACHE.SET` / `SET ... PX`", "cset", "set", 0.75),
         ("`CACHE.SET` / Lua SET", "cset", "luas", None),
         ("`CACHE.TAGSET` (3 tags) / Lua `SET PX` + 3 `SADD`", "ctag", "luat", 2.0),
+        ("`CACHE.WBQUEUE` / Lua `SET` + `XADD`", "cwbq", "luaw", 2.0),
     ]
     if not have_module:  # harness check: the Lua scripts against the native commands
         checks += [

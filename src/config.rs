@@ -30,6 +30,16 @@ pub static DEFAULT_DELTA: AtomicI64 = AtomicI64::new(DEFAULT_DELTA_MS);
 /// `cache.beta`: XFetch eagerness when GETX gives no `BETA`.
 pub static BETA: BetaConfig = BetaConfig::new(1.0);
 
+pub const DEFAULT_WB_QUEUE: &str = "cache:wb";
+pub const DEFAULT_WB_GROUP: &str = "cache-wb";
+pub const DEFAULT_WB_MAX_LEN: i64 = 1_000_000;
+/// `cache.wb-queue`: the write-behind queue's key (a stream).
+pub static WB_QUEUE: NameConfig = NameConfig::new();
+/// `cache.wb-group`: the consumer group created with the queue, which workers read with.
+pub static WB_GROUP: NameConfig = NameConfig::new();
+/// `cache.wb-max-len`: the queue length at which write-behind commands refuse (backpressure).
+pub static WB_MAX_LEN: AtomicI64 = AtomicI64::new(DEFAULT_WB_MAX_LEN);
+
 pub fn lease_ms() -> i64 {
     LEASE_MS.load(Ordering::Relaxed)
 }
@@ -41,6 +51,15 @@ pub fn default_delta_ms() -> i64 {
 }
 pub fn beta() -> f64 {
     BETA.value()
+}
+pub fn wb_queue() -> Vec<u8> {
+    WB_QUEUE.value()
+}
+pub fn wb_group() -> Vec<u8> {
+    WB_GROUP.value()
+}
+pub fn wb_max_len() -> i64 {
+    WB_MAX_LEN.load(Ordering::Relaxed)
 }
 
 /// A finite positive float stored as a string config, validated on every set.
@@ -103,6 +122,60 @@ impl ConfigurationValue<RedisString> for BetaConfig {
             .ok_or_else(|| RedisError::String(CacheError::InvalidBeta.to_string()))?;
         self.bits.store(beta.to_bits(), Ordering::Relaxed);
         *self.text.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
+    }
+}
+
+/// A key or group name as a string config: 1 to 1024 bytes, no spaces or control characters
+/// (it appears in `INFO` and log lines). Kept, like `BetaConfig`'s text, as the string
+/// `CONFIG GET` hands out.
+pub struct NameConfig {
+    text: Mutex<Option<(Vec<u8>, OwnedString)>>,
+}
+
+/// The longest name `NameConfig` takes.
+const MAX_NAME: usize = 1024;
+
+impl NameConfig {
+    const fn new() -> NameConfig {
+        NameConfig {
+            text: Mutex::new(None),
+        }
+    }
+
+    fn value(&self) -> Vec<u8> {
+        let text = self.text.lock().unwrap_or_else(|p| p.into_inner());
+        text.as_ref().map(|(v, _)| v.clone()).unwrap_or_default()
+    }
+}
+
+impl ConfigurationValue<RedisString> for NameConfig {
+    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
+        let text = self.text.lock().unwrap_or_else(|p| p.into_inner());
+        let raw = text.as_ref().map_or(std::ptr::null_mut(), |(_, s)| s.0);
+        // Not retained: `text` keeps owning it (see `BetaConfig::get`). Redis sets every
+        // config at load (the default, at least), so it is never null when asked for.
+        RedisString::from_redis_module_string(std::ptr::null_mut(), raw)
+    }
+
+    fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
+        let v = val.as_slice();
+        if v.is_empty()
+            || v.len() > MAX_NAME
+            || v.iter()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err(RedisError::String(CacheError::BadName.to_string()));
+        }
+        // SAFETY: a buffer and its length; no context, so the module owns the string.
+        let owned = OwnedString(unsafe {
+            raw::RedisModule_CreateString.unwrap()(
+                std::ptr::null_mut(),
+                v.as_ptr().cast::<c_char>(),
+                v.len(),
+            )
+        });
+        *self.text.lock().unwrap_or_else(|p| p.into_inner()) = Some((v.to_vec(), owned));
         Ok(())
     }
 }

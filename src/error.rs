@@ -33,6 +33,18 @@ pub enum CacheError {
     InternalOnly(&'static str),
     /// The id clock cannot issue an id below the limit every id must stay under.
     IdsExhausted,
+    /// A name config (`cache.wb-queue`, `cache.wb-group`) that is empty, too long or spaced.
+    BadName,
+    /// The write-behind queue holds `cache.wb-max-len` events or more.
+    QueueFull { queue: String, max: i64 },
+    /// `maxmemory-policy` may evict the write-behind queue (`allkeys-*`).
+    QueueEvictable(String),
+    /// Over `maxmemory`: a write-behind command writes nothing.
+    OutOfMemory,
+    /// The caller's ACL user may not write the write-behind queue's key.
+    QueueNoPerm(String),
+    /// The write-behind queue's key holds something other than a stream.
+    QueueWrongType(String),
     /// A panic was caught: a bug, reported instead of crashing the server.
     Internal,
 }
@@ -72,6 +84,30 @@ impl std::fmt::Display for CacheError {
             CacheError::IdsExhausted => write!(
                 f,
                 "ERR the id clock has reached its limit (2^53): no version or token can be issued"
+            ),
+            CacheError::BadName => write!(
+                f,
+                "ERR a name must be 1 to 1024 bytes without spaces or control characters"
+            ),
+            CacheError::QueueFull { queue, max } => write!(
+                f,
+                "ERR write-behind queue '{queue}' holds cache.wb-max-len ({max}) events or more: nothing written (let the worker drain it)"
+            ),
+            CacheError::QueueEvictable(policy) => write!(
+                f,
+                "ERR maxmemory-policy {policy} may evict the write-behind queue: nothing written (use a volatile-* policy or noeviction)"
+            ),
+            CacheError::OutOfMemory => write!(
+                f,
+                "OOM command not allowed when used memory > 'maxmemory'."
+            ),
+            CacheError::QueueNoPerm(queue) => write!(
+                f,
+                "NOPERM this user has no permissions to write the write-behind queue '{queue}'"
+            ),
+            CacheError::QueueWrongType(queue) => write!(
+                f,
+                "WRONGTYPE write-behind queue '{queue}' holds a key that is not a stream"
             ),
             CacheError::Internal => write!(f, "ERR internal error in the cache module"),
         }

@@ -5,7 +5,7 @@ use redis_module::{InfoContext, RedisResult};
 
 use crate::stats::{self, Counter};
 use crate::storage::handover;
-use crate::storage::{datatype, ids, tagindex};
+use crate::storage::{datatype, ids, tagindex, wbqueue};
 
 pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
     let fields: &[(&str, &Counter)] = &[
@@ -29,7 +29,14 @@ pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         ("tag_invalidations", &stats::TAG_INVALIDATIONS),
         ("tag_entries_invalidated", &stats::TAG_ENTRIES_INVALIDATED),
         ("tag_entries_removed", &stats::TAG_REMOVED),
+        ("wb_sets_queued", &stats::WB_SETS),
+        ("wb_deletes_queued", &stats::WB_DELS),
+        ("wb_refused_full", &stats::WB_REFUSED_FULL),
+        ("wb_refused_policy", &stats::WB_REFUSED_POLICY),
+        ("wb_refused_oom", &stats::WB_REFUSED_OOM),
+        ("wb_refused_acl", &stats::WB_REFUSED_ACL),
     ];
+    let (wb_len, wb_oldest) = wbqueue::backlog_for_info(ids::now_ms());
     let (tags, tagged, index_bytes, tombs, pending) = tagindex::with(|ix| {
         (
             ix.tag_count(),
@@ -54,6 +61,8 @@ pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("tag_index_bytes", index_bytes as i64)?
         .field("tag_invalidations_in_force", tombs as i64)?
         .field("tag_pending_removal", pending as i64)?
+        .field("wb_queue_length", wb_len as i64)?
+        .field("wb_oldest_event_age_ms", wb_oldest)?
         .build_section()?
         .build_info()?;
     Ok(())

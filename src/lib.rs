@@ -38,6 +38,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     ctx.set_module_options(redis_module::ModuleOptions::HANDLE_IO_ERRORS);
     guard::install_panic_hook();
     reply::prepare(ctx);
+    storage::wbqueue::prepare(ctx);
     if let Err(why) = wrapper::keyspace::subscribe(ctx) {
         ctx.log_warning(why);
         return Status::Err;
@@ -62,9 +63,12 @@ redis_module! {
             ["lease-ms", &config::LEASE_MS, config::DEFAULT_LEASE_MS, 1, config::MAX_TIME_MS, ConfigurationFlags::DEFAULT, None],
             ["grace-ms", &config::GRACE_MS, config::DEFAULT_GRACE_MS, 0, config::MAX_SPAN_MS, ConfigurationFlags::DEFAULT, None],
             ["default-delta-ms", &config::DEFAULT_DELTA, config::DEFAULT_DELTA_MS, 0, config::MAX_SPAN_MS, ConfigurationFlags::DEFAULT, None],
+            ["wb-max-len", &config::WB_MAX_LEN, config::DEFAULT_WB_MAX_LEN, 1, i64::MAX, ConfigurationFlags::DEFAULT, None],
         ],
         string: [
             ["beta", &config::BETA, config::DEFAULT_BETA, ConfigurationFlags::DEFAULT, None],
+            ["wb-queue", &config::WB_QUEUE, config::DEFAULT_WB_QUEUE, ConfigurationFlags::DEFAULT, None],
+            ["wb-group", &config::WB_GROUP, config::DEFAULT_WB_GROUP, ConfigurationFlags::DEFAULT, None],
         ],
         bool: [],
         enum: [],

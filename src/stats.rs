@@ -60,3 +60,12 @@ pub static TAG_INVALIDATIONS: Counter = Counter::new();
 pub static TAG_ENTRIES_INVALIDATED: Counter = Counter::new();
 /// Invalidated entries removed from the keyspace (by a slice, or by the next write to them).
 pub static TAG_REMOVED: Counter = Counter::new();
+/// Write-behind events appended: `CACHE.WBQUEUE` (`set`) and `CACHE.WBDEL` (`del`).
+pub static WB_SETS: Counter = Counter::new();
+pub static WB_DELS: Counter = Counter::new();
+/// Write-behind commands refused, by reason: the queue full, an eviction policy that could
+/// drop it, over maxmemory, the caller's ACL.
+pub static WB_REFUSED_FULL: Counter = Counter::new();
+pub static WB_REFUSED_POLICY: Counter = Counter::new();
+pub static WB_REFUSED_OOM: Counter = Counter::new();
+pub static WB_REFUSED_ACL: Counter = Counter::new();

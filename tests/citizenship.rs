@@ -378,7 +378,8 @@ fn acl_categories_where_the_server_has_them() {
             "cache.inspect",
             "cache.tagcount",
             "cache.tags",
-            "cache.tagscan"
+            "cache.tagscan",
+            "cache.wbqueues"
         ]
     );
     assert_eq!(
@@ -392,7 +393,9 @@ fn acl_categories_where_the_server_has_them() {
             "cache.set",
             "cache.tagapply",
             "cache.taginvalidate",
-            "cache.tagset"
+            "cache.tagset",
+            "cache.wbdel",
+            "cache.wbqueue"
         ]
     );
     assert_eq!(

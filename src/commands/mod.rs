@@ -19,6 +19,7 @@ pub mod release;
 pub mod set;
 pub mod spec;
 pub mod tags;
+pub mod writebehind;
 
 use std::os::raw::c_int;
 

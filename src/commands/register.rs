@@ -199,6 +199,9 @@ fn arg_array(
                 Presence::Required => raw::REDISMODULE_CMD_ARG_NONE,
                 Presence::Optional => raw::REDISMODULE_CMD_ARG_OPTIONAL,
                 Presence::Multiple => raw::REDISMODULE_CMD_ARG_MULTIPLE,
+                Presence::OptionalMultiple => {
+                    raw::REDISMODULE_CMD_ARG_OPTIONAL | raw::REDISMODULE_CMD_ARG_MULTIPLE
+                }
             };
             raw::RedisModuleCommandArg {
                 name: a.name.as_ptr(),

@@ -98,7 +98,7 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     };
     let now = ids::now_ms();
     let write = parse_write_options(opts, true, now)?;
-    match store(ctx, name, value, &write, Tags::Keep, now)? {
+    match store(ctx, name, value, &write, Tags::Keep, now, None)? {
         Some(version) => Ok(RedisValue::Integer(version as i64)),
         None => Ok(RedisValue::Null),
     }
@@ -112,6 +112,10 @@ pub enum Tags {
     Replace(Vec<Vec<u8>>),
 }
 
+/// Something to do once a write's version is known and before anything is written (the
+/// write-behind event, which must carry the version); an error there writes nothing.
+pub type BeforeWrite<'a> = &'a mut dyn FnMut(u64) -> Result<(), CacheError>;
+
 /// Stores a write at `name` and replicates it; `None` when a TOKEN fill is refused.
 /// Shared by every command that writes a value.
 pub fn store(
@@ -121,6 +125,7 @@ pub fn store(
     write: &Write,
     tags: Tags,
     now: i64,
+    before_write: Option<BeforeWrite>,
 ) -> Result<Option<u64>, CacheError> {
     let mut key = open_entry_writable(ctx, name)?;
     let existing = key.entry();
@@ -142,6 +147,9 @@ pub fn store(
     }
     // Before anything is counted or written: a write the clock cannot version is refused.
     let version = ids::next_id(now)?;
+    if let Some(hook) = before_write {
+        hook(version)?;
+    }
     match plan.lease_effect {
         LeaseEffect::Filled => stats::LEASES_FILLED.incr(),
         LeaseEffect::Revoked => stats::LEASES_REVOKED.incr(),

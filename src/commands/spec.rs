@@ -106,46 +106,42 @@ pub enum Presence {
     Optional,
     /// One or more.
     Multiple,
+    /// `[TOKEN name [name ...]]`.
+    OptionalMultiple,
 }
 
 impl ArgSpec {
-    pub const fn required(name: &'static CStr, kind: ArgKind) -> ArgSpec {
+    const fn new(
+        name: &'static CStr,
+        kind: ArgKind,
+        token: Option<&'static CStr>,
+        presence: Presence,
+    ) -> ArgSpec {
         ArgSpec {
             name,
             kind,
-            token: None,
-            presence: Presence::Required,
+            token,
+            presence,
         }
+    }
+
+    pub const fn required(name: &'static CStr, kind: ArgKind) -> ArgSpec {
+        ArgSpec::new(name, kind, None, Presence::Required)
     }
 
     /// `TOKEN value`, required.
     pub const fn keyword(token: &'static CStr, name: &'static CStr, kind: ArgKind) -> ArgSpec {
-        ArgSpec {
-            name,
-            kind,
-            token: Some(token),
-            presence: Presence::Required,
-        }
+        ArgSpec::new(name, kind, Some(token), Presence::Required)
     }
 
     /// `[TOKEN value]`.
     pub const fn option(token: &'static CStr, name: &'static CStr, kind: ArgKind) -> ArgSpec {
-        ArgSpec {
-            name,
-            kind,
-            token: Some(token),
-            presence: Presence::Optional,
-        }
+        ArgSpec::new(name, kind, Some(token), Presence::Optional)
     }
 
     /// `[name]`: an optional positional argument.
     pub const fn optional(name: &'static CStr, kind: ArgKind) -> ArgSpec {
-        ArgSpec {
-            name,
-            kind,
-            token: None,
-            presence: Presence::Optional,
-        }
+        ArgSpec::new(name, kind, None, Presence::Optional)
     }
 
     /// `TOKEN name [name ...]`.
@@ -154,21 +150,20 @@ impl ArgSpec {
         name: &'static CStr,
         kind: ArgKind,
     ) -> ArgSpec {
-        ArgSpec {
-            name,
-            kind,
-            token: Some(token),
-            presence: Presence::Multiple,
-        }
+        ArgSpec::new(name, kind, Some(token), Presence::Multiple)
+    }
+
+    /// `[TOKEN name [name ...]]`.
+    pub const fn optional_keyword_multiple(
+        token: &'static CStr,
+        name: &'static CStr,
+        kind: ArgKind,
+    ) -> ArgSpec {
+        ArgSpec::new(name, kind, Some(token), Presence::OptionalMultiple)
     }
 
     /// `name [name ...]`.
     pub const fn multiple(name: &'static CStr, kind: ArgKind) -> ArgSpec {
-        ArgSpec {
-            name,
-            kind,
-            token: None,
-            presence: Presence::Multiple,
-        }
+        ArgSpec::new(name, kind, None, Presence::Multiple)
     }
 }

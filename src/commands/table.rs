@@ -4,7 +4,7 @@
 
 use super::spec::ArgKind::{Double, Integer, Key, OneOf, String};
 use super::spec::{ArgSpec, CommandSpec, KeyAccess, Keys};
-use super::{apply, del, get, getx, inspect, lockget, release, set, tags};
+use super::{apply, del, get, getx, inspect, lockget, release, set, tags, writebehind};
 
 const SINCE: &std::ffi::CStr = c"0.1.0";
 
@@ -23,6 +23,15 @@ const TAGSET_ARGS: &[ArgSpec] = &[
     ArgSpec::option(c"DELTA", c"delta-ms", Integer),
     ArgSpec::option(c"TOKEN", c"token", Integer),
     ArgSpec::keyword_multiple(c"TAGS", c"tag", String),
+];
+
+/// `CACHE.WBQUEUE`'s arguments.
+const WBQUEUE_ARGS: &[ArgSpec] = &[
+    ArgSpec::required(c"key", Key),
+    ArgSpec::required(c"value", String),
+    ArgSpec::optional(c"expiration", OneOf(TTL)),
+    ArgSpec::option(c"GRACE", c"grace-ms", Integer),
+    ArgSpec::optional_keyword_multiple(c"TAGS", c"tag", String),
 ];
 
 pub const COMMANDS: &[CommandSpec] = &[
@@ -216,5 +225,41 @@ pub const COMMANDS: &[CommandSpec] = &[
             ArgSpec::required(c"until-ms", Integer),
             ArgSpec::multiple(c"tag", String),
         ],
+    },
+    CommandSpec {
+        name: c"cache.wbqueue",
+        entry: entry_point!(writebehind::wbqueue),
+        flags: c"write",
+        acl_categories: c"write slow",
+        arity: -3,
+        keys: Keys::First(KeyAccess::Update),
+        summary: c"Write-behind: stores the value as CACHE.SET does and appends a set event to the key's queue, atomically. Reply: [version, stream-id].",
+        complexity: c"O(T) for T tags, plus O(N) for N callers parked in CACHE.LOCKGET on the key",
+        since: SINCE,
+        args: WBQUEUE_ARGS,
+    },
+    CommandSpec {
+        name: c"cache.wbdel",
+        entry: entry_point!(writebehind::wbdel),
+        flags: c"write",
+        acl_categories: c"write slow",
+        arity: 2,
+        keys: Keys::First(KeyAccess::Remove),
+        summary: c"Write-behind of a delete: removes the entry as CACHE.DEL does and appends a del event with a new version. Reply: [version, stream-id].",
+        complexity: c"O(1), plus O(N) for N callers parked in CACHE.LOCKGET on the key",
+        since: SINCE,
+        args: &[ArgSpec::required(c"key", Key)],
+    },
+    CommandSpec {
+        name: c"cache.wbqueues",
+        entry: entry_point!(writebehind::wbqueues),
+        flags: c"readonly",
+        acl_categories: c"read slow",
+        arity: 1,
+        keys: Keys::None,
+        summary: c"The names of the write-behind queues that exist on this node.",
+        complexity: c"O(1)",
+        since: SINCE,
+        args: &[],
     },
 ];

@@ -32,17 +32,33 @@ pub fn tagset(ctx: &Context, args: &[Arg]) -> RedisResult {
     let [_, name, value, rest @ ..] = args else {
         return Err(CacheError::Arity("cache.tagset").into());
     };
-    // Option values are numbers, so the first `TAGS` is the keyword; the tags follow it.
-    let at = rest
-        .iter()
-        .position(|a| a.as_slice().eq_ignore_ascii_case(b"TAGS"))
-        .ok_or(CacheError::Missing("TAGS"))?;
-    let (opts, tags) = (&rest[..at], &rest[at + 1..]);
-    if tags.is_empty() {
-        return Err(CacheError::Missing("a tag after TAGS").into());
-    }
+    let (opts, tags) = split_tags(rest)?;
+    let owned = tags.ok_or(CacheError::Missing("TAGS"))?;
     let now = ids::now_ms();
     let write = parse_write_options(opts, true, now)?;
+    match store(ctx, name, value, &write, Tags::Replace(owned), now, None)? {
+        Some(version) => Ok(RedisValue::Integer(version as i64)),
+        None => Ok(RedisValue::Null),
+    }
+}
+
+/// The tags a write gives, each once.
+pub type TagList = Vec<Vec<u8>>;
+
+/// Splits a write's arguments at `TAGS`: the options before it, and the tags after it (each
+/// once, in the order given), if `TAGS` is there. Option values are numbers, so the first
+/// `TAGS` is the keyword.
+pub fn split_tags(rest: &[Arg]) -> Result<(&[Arg], Option<TagList>), CacheError> {
+    let Some(at) = rest
+        .iter()
+        .position(|a| a.as_slice().eq_ignore_ascii_case(b"TAGS"))
+    else {
+        return Ok((rest, None));
+    };
+    let tags = &rest[at + 1..];
+    if tags.is_empty() {
+        return Err(CacheError::Missing("a tag after TAGS"));
+    }
     let mut owned: Vec<Vec<u8>> = Vec::with_capacity(tags.len());
     for t in tags {
         let t = t.as_slice();
@@ -50,10 +66,7 @@ pub fn tagset(ctx: &Context, args: &[Arg]) -> RedisResult {
             owned.push(t.to_vec());
         }
     }
-    match store(ctx, name, value, &write, Tags::Replace(owned), now)? {
-        Some(version) => Ok(RedisValue::Integer(version as i64)),
-        None => Ok(RedisValue::Null),
-    }
+    Ok((&rest[..at], Some(owned)))
 }
 
 pub fn tags(ctx: &Context, args: &[Arg]) -> RedisResult {

@@ -13,3 +13,4 @@ pub mod replicate;
 pub mod server;
 pub mod tagindex;
 pub mod unlinked;
+pub mod wbqueue;

@@ -57,7 +57,21 @@ pub struct Redis {
     pub port: u16,
     appendonly: bool,
     fsync: &'static str,
+    /// Further arguments: the module, a primary to replicate.
+    extra: Vec<String>,
     child: Option<Child>,
+}
+
+/// The module the write-behind commands come from: the release build of the workspace's
+/// module crate (`make test` builds it before the worker's tests run).
+pub fn module_path() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/libredis_cache.so");
+    assert!(
+        path.exists(),
+        "{} not found: run `cargo build --release` first (make test does)",
+        path.display()
+    );
+    path
 }
 
 impl Redis {
@@ -67,11 +81,35 @@ impl Redis {
 
     /// `appendonly yes` with the given `appendfsync` when `appendonly`.
     pub fn start_with(appendonly: bool, fsync: &'static str) -> Redis {
+        Redis::start_args(appendonly, fsync, Vec::new())
+    }
+
+    /// A redis-server with the module loaded: `CACHE.WBQUEUE` and friends fill the queue.
+    pub fn with_module(appendonly: bool, fsync: &'static str) -> Redis {
+        let module = module_path().display().to_string();
+        Redis::start_args(appendonly, fsync, vec!["--loadmodule".into(), module])
+    }
+
+    /// A replica of `primary`, with the module loaded.
+    pub fn replica_of(primary: &Redis) -> Redis {
+        let module = module_path().display().to_string();
+        let args = vec![
+            "--loadmodule".into(),
+            module,
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            primary.port.to_string(),
+        ];
+        Redis::start_args(false, "everysec", args)
+    }
+
+    fn start_args(appendonly: bool, fsync: &'static str, extra: Vec<String>) -> Redis {
         let mut r = Redis {
             dir: tempfile::tempdir().expect("temp dir"),
             port: free_port(),
             appendonly,
             fsync,
+            extra,
             child: None,
         };
         r.launch();
@@ -90,6 +128,7 @@ impl Redis {
             .args(["--save", ""])
             .args(["--appendonly", if self.appendonly { "yes" } else { "no" }])
             .args(["--appendfsync", self.fsync])
+            .args(&self.extra)
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         self.child = Some(cmd.spawn().expect("redis-server on PATH"));

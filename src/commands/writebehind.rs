@@ -1,0 +1,126 @@
+//! The write-behind commands:
+//!
+//! - `CACHE.WBQUEUE key value [EX s | PX ms] [GRACE ms] [TAGS tag [tag ...]]`: stores the value
+//!   as `CACHE.SET` would (no TTL: the entry does not expire) and appends a `set` event to the
+//!   key's queue, atomically. Reply: `[version, stream-id]`.
+//! - `CACHE.WBDEL key`: removes the entry as `CACHE.DEL` does and appends a `del` event with a
+//!   new version. Reply: `[version, stream-id]`.
+//! - `CACHE.WBQUEUES`: the queues that exist on this node.
+//!
+//! Both writers check everything that could refuse first (`wbqueue::check`), so a refusal
+//! writes nothing; the event is appended once the version is known and before the entry
+//! changes.
+
+use redis_module::{Context, RedisResult, RedisValue};
+
+use super::set::{parse_write_options, store, Tags};
+use super::tags::split_tags;
+use crate::error::CacheError;
+use crate::stats;
+use crate::storage::arg::Arg;
+use crate::storage::key::{open_entry, open_entry_writable};
+use crate::storage::{handover, ids, notify, replicate, wbqueue};
+
+pub fn wbqueue(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let [_, name, value, rest @ ..] = args else {
+        return Err(CacheError::Arity("cache.wbqueue").into());
+    };
+    let (opts, tags) = split_tags(rest)?;
+    let now = ids::now_ms();
+    let write = parse_write_options(opts, false, now)?;
+    // The contract's options only: a write-behind write is authoritative, and its cost is
+    // the database's, not a recompute's.
+    if write.token.is_some() || write.delta_ms.is_some() {
+        return Err(CacheError::Syntax.into());
+    }
+    // A key of another type is refused before the queue is looked at.
+    open_entry(ctx, name)?;
+    let queue = wbqueue::check(ctx, wbqueue::queue_for(name))?;
+    let mut id = None;
+    let ms = now.to_string();
+    let mut enqueue = |version: u64| {
+        let version_text = version.to_string();
+        let fields: [&[u8]; 10] = [
+            b"op",
+            b"set",
+            b"key",
+            name.as_slice(),
+            b"value",
+            value.as_slice(),
+            b"version",
+            version_text.as_bytes(),
+            b"ms",
+            ms.as_bytes(),
+        ];
+        id = Some(wbqueue::append(ctx, &queue, &fields)?);
+        Ok(())
+    };
+    let tags = match tags {
+        Some(t) => Tags::Replace(t),
+        None => Tags::Keep,
+    };
+    let version = store(ctx, name, value, &write, tags, now, Some(&mut enqueue))?
+        .ok_or(CacheError::Internal)?;
+    stats::WB_SETS.incr();
+    Ok(reply(version, id))
+}
+
+pub fn wbdel(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let [_, name] = args else {
+        return Err(CacheError::Arity("cache.wbdel").into());
+    };
+    // WRONGTYPE before anything else, as `CACHE.DEL`.
+    open_entry(ctx, name)?;
+    let queue = wbqueue::check(ctx, wbqueue::queue_for(name))?;
+    let now = ids::now_ms();
+    let version = ids::next_id(now)?;
+    let (version_text, ms) = (version.to_string(), now.to_string());
+    let fields: [&[u8]; 8] = [
+        b"op",
+        b"del",
+        b"key",
+        name.as_slice(),
+        b"version",
+        version_text.as_bytes(),
+        b"ms",
+        ms.as_bytes(),
+    ];
+    let id = wbqueue::append(ctx, &queue, &fields)?;
+    let mut key = open_entry_writable(ctx, name)?;
+    if key.holds_entry() {
+        key.delete();
+        drop(key);
+        notify::del(ctx, name);
+        replicate::deleted(ctx, &[name]);
+        stats::DELETES.incr();
+        // The lease went with the key: callers parked on it get the next one.
+        if handover::is_waited(ctx, name) {
+            if let Ok(mut key) = open_entry_writable(ctx, name) {
+                handover::hand_over(ctx, &mut key, name, now);
+            }
+        }
+    }
+    stats::WB_DELS.incr();
+    Ok(reply(version, Some(id)))
+}
+
+pub fn wbqueues(ctx: &Context, args: &[Arg]) -> RedisResult {
+    if args.len() != 1 {
+        return Err(CacheError::Arity("cache.wbqueues").into());
+    }
+    Ok(RedisValue::Array(
+        wbqueue::existing(ctx)
+            .into_iter()
+            .map(RedisValue::StringBuffer)
+            .collect(),
+    ))
+}
+
+fn reply(version: u64, id: Option<String>) -> RedisValue {
+    RedisValue::Array(vec![
+        RedisValue::Integer(version as i64),
+        id.map_or(RedisValue::Null, |id| {
+            RedisValue::StringBuffer(id.into_bytes())
+        }),
+    ])
+}
