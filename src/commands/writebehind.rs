@@ -11,7 +11,7 @@
 //! writes nothing; the event is appended once the version is known and before the entry
 //! changes.
 
-use redis_module::{Context, RedisResult, RedisValue};
+use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
 use super::set::{parse_write_options, store, Tags};
 use super::tags::split_tags;
@@ -19,7 +19,8 @@ use crate::error::CacheError;
 use crate::stats;
 use crate::storage::arg::Arg;
 use crate::storage::key::{open_entry, open_entry_writable};
-use crate::storage::{handover, ids, notify, replicate, wbqueue};
+use crate::storage::wbqueue::{self, Field, DEL, KEY, MS, OP, SET, VALUE, VERSION};
+use crate::storage::{handover, ids, notify, replicate};
 
 pub fn wbqueue(ctx: &Context, args: &[Arg]) -> RedisResult {
     let [_, name, value, rest @ ..] = args else {
@@ -33,24 +34,21 @@ pub fn wbqueue(ctx: &Context, args: &[Arg]) -> RedisResult {
     if write.token.is_some() || write.delta_ms.is_some() {
         return Err(CacheError::Syntax.into());
     }
-    // A key of another type is refused before the queue is looked at.
-    open_entry(ctx, name)?;
+    // A key of another type is refused by `store` before anything is written.
     let queue = wbqueue::check(ctx, wbqueue::queue_for(name))?;
     let mut id = None;
-    let ms = now.to_string();
     let mut enqueue = |version: u64| {
-        let version_text = version.to_string();
-        let fields: [&[u8]; 10] = [
-            b"op",
-            b"set",
-            b"key",
-            name.as_slice(),
-            b"value",
-            value.as_slice(),
-            b"version",
-            version_text.as_bytes(),
-            b"ms",
-            ms.as_bytes(),
+        let fields = [
+            Field::Name(&OP),
+            Field::Name(&SET),
+            Field::Name(&KEY),
+            Field::Arg(name),
+            Field::Name(&VALUE),
+            Field::Arg(value),
+            Field::Name(&VERSION),
+            Field::Int(version as i64),
+            Field::Name(&MS),
+            Field::Int(now),
         ];
         id = Some(wbqueue::append(ctx, &queue, &fields)?);
         Ok(())
@@ -74,16 +72,15 @@ pub fn wbdel(ctx: &Context, args: &[Arg]) -> RedisResult {
     let queue = wbqueue::check(ctx, wbqueue::queue_for(name))?;
     let now = ids::now_ms();
     let version = ids::next_id(now)?;
-    let (version_text, ms) = (version.to_string(), now.to_string());
-    let fields: [&[u8]; 8] = [
-        b"op",
-        b"del",
-        b"key",
-        name.as_slice(),
-        b"version",
-        version_text.as_bytes(),
-        b"ms",
-        ms.as_bytes(),
+    let fields = [
+        Field::Name(&OP),
+        Field::Name(&DEL),
+        Field::Name(&KEY),
+        Field::Arg(name),
+        Field::Name(&VERSION),
+        Field::Int(version as i64),
+        Field::Name(&MS),
+        Field::Int(now),
     ];
     let id = wbqueue::append(ctx, &queue, &fields)?;
     let mut key = open_entry_writable(ctx, name)?;
@@ -116,11 +113,9 @@ pub fn wbqueues(ctx: &Context, args: &[Arg]) -> RedisResult {
     ))
 }
 
-fn reply(version: u64, id: Option<String>) -> RedisValue {
+fn reply(version: u64, id: Option<RedisString>) -> RedisValue {
     RedisValue::Array(vec![
         RedisValue::Integer(version as i64),
-        id.map_or(RedisValue::Null, |id| {
-            RedisValue::StringBuffer(id.into_bytes())
-        }),
+        id.map_or(RedisValue::Null, RedisValue::BulkRedisString),
     ])
 }
