@@ -178,8 +178,11 @@ fn lease_ends_during_a_failover_in_progress() {
         // Connected first: a new connection's handshake would itself wait out the sleep.
         let mut rc = replica.conn();
         let mut probe = replica.conn();
+        // Long enough that a PING unanswered means asleep, not a busy machine being slow
+        // (at 200 ms, a loaded CI machine once took slow for asleep, and the failover went
+        // through before the replica slept).
         probe
-            .set_read_timeout(Some(Duration::from_millis(200)))
+            .set_read_timeout(Some(Duration::from_millis(1000)))
             .unwrap();
         // The replica sleeps well past the failover's timeout.
         let sleep_s = (REFUSAL.as_secs() + 5).to_string();
@@ -193,6 +196,14 @@ fn lease_ends_during_a_failover_in_progress() {
         });
         assert!(asleep, "the replica never went to sleep");
         let mut c = p.conn();
+        // A write the sleeping replica cannot have acknowledged: without it, when nothing
+        // had been written since the replica's last REPLCONF ACK, the offsets already match
+        // and the failover goes through at once instead of waiting for the replica.
+        let _: () = redis::cmd("SET")
+            .arg("failover:nudge")
+            .arg(1)
+            .query(&mut c)
+            .unwrap();
         let before = server_ms(&mut c);
         let _: () = redis::cmd("FAILOVER")
             .arg("TIMEOUT")
