@@ -127,7 +127,8 @@ impl ConfigurationValue<RedisString> for BetaConfig {
 }
 
 /// A key or group name as a string config: 1 to 1024 bytes, no spaces or control characters
-/// (it appears in `INFO` and log lines). Kept, like `BetaConfig`'s text, as the string
+/// (it appears in `INFO` and log lines), and no braces: a queue's name gets a hash tag of its
+/// own in a cluster (`core::slots::name_in_slot_of`), which one in the name would override. Kept, like `BetaConfig`'s text, as the string
 /// `CONFIG GET` hands out.
 pub struct NameConfig {
     text: Mutex<Option<(Vec<u8>, OwnedString)>>,
@@ -160,11 +161,9 @@ impl ConfigurationValue<RedisString> for NameConfig {
 
     fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
         let v = val.as_slice();
-        if v.is_empty()
-            || v.len() > MAX_NAME
-            || v.iter()
-                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-        {
+        let bad =
+            |b: &u8| b.is_ascii_whitespace() || b.is_ascii_control() || *b == b'{' || *b == b'}';
+        if v.is_empty() || v.len() > MAX_NAME || v.iter().any(bad) {
             return Err(RedisError::String(CacheError::BadName.to_string()));
         }
         // SAFETY: a buffer and its length; no context, so the module owns the string.

@@ -87,7 +87,7 @@ impl std::fmt::Display for CacheError {
             ),
             CacheError::BadName => write!(
                 f,
-                "ERR a name must be 1 to 1024 bytes without spaces or control characters"
+                "ERR a name must be 1 to 1024 bytes without spaces, braces or control characters"
             ),
             CacheError::QueueFull { queue, max } => write!(
                 f,

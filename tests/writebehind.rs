@@ -130,7 +130,7 @@ fn queue_and_group_names_follow_the_configs() {
     let groups: Vec<Value> = q(&mut c, &["XINFO", "GROUPS", "app:queue"]);
     let group: HashMap<String, Value> = redis::from_redis_value(&groups[0]).unwrap();
     assert_eq!(group["name"], Value::BulkString(b"db-writers".to_vec()));
-    for bad in ["", "two words", "tab\there"] {
+    for bad in ["", "two words", "tab\there", "hash{tag}"] {
         assert!(
             config_set(&mut c, "cache.wb-queue", bad).is_err(),
             "{bad:?} taken"
@@ -308,5 +308,60 @@ fn the_aof_replays_entry_and_event_exactly_once() {
             before,
             "preamble {preamble}"
         );
+    }
+}
+
+/// In a cluster the queue is per slot, named into the slot of the command's key, so it lives
+/// on the key's node (here a one-node cluster that serves every slot).
+#[test]
+fn in_a_cluster_the_queue_is_in_the_slot_of_the_key() {
+    let s = Server::start_with(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+    ]);
+    let mut c = s.conn();
+    let _: () = q(&mut c, &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]);
+    let ok = wait_until(Duration::from_secs(20), || {
+        info_section(&mut c, "cluster")
+            .get("cluster_enabled")
+            .map(String::as_str)
+            == Some("1")
+            && q::<String>(&mut c, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+    });
+    assert!(ok, "the cluster never came up");
+    for key in ["user:1", "user:{42}:profile", "x"] {
+        wbqueue(&mut c, key, "v", &[]).unwrap();
+    }
+    let streams: Vec<String> = {
+        let (_, keys): (String, Vec<String>) = redis::cmd("SCAN")
+            .arg(0)
+            .arg("TYPE")
+            .arg("stream")
+            .arg("COUNT")
+            .arg(1000)
+            .query(&mut c)
+            .unwrap();
+        keys
+    };
+    assert_eq!(streams.len(), 3, "one queue per slot: {streams:?}");
+    let mut listed: Vec<String> = q(&mut c, &["CACHE.WBQUEUES"]);
+    listed.sort();
+    let mut want = streams.clone();
+    want.sort();
+    assert_eq!(listed, want, "CACHE.WBQUEUES lists the node's queues");
+    for key in ["user:1", "user:{42}:profile", "x"] {
+        let slot: i64 = q(&mut c, &["CLUSTER", "KEYSLOT", key]);
+        let queue = streams
+            .iter()
+            .find(|name| {
+                name.starts_with("cache:wb:{")
+                    && q::<i64>(&mut s.conn(), &["CLUSTER", "KEYSLOT", name]) == slot
+            })
+            .unwrap_or_else(|| panic!("no queue in the slot of {key}: {streams:?}"));
+        let ev = events(&mut c, queue);
+        assert_eq!(ev.len(), 1, "{queue}");
+        assert_eq!(ev[0].1["key"], key);
     }
 }

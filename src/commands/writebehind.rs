@@ -35,7 +35,7 @@ pub fn wbqueue(ctx: &Context, args: &[Arg]) -> RedisResult {
         return Err(CacheError::Syntax.into());
     }
     // A key of another type is refused by `store` before anything is written.
-    let queue = wbqueue::check(ctx, wbqueue::queue_for(name))?;
+    let queue = wbqueue::check(ctx, wbqueue::queue_for(ctx, name))?;
     let mut id = None;
     let mut enqueue = |version: u64| {
         let fields = [
@@ -69,7 +69,7 @@ pub fn wbdel(ctx: &Context, args: &[Arg]) -> RedisResult {
     };
     // WRONGTYPE before anything else, as `CACHE.DEL`.
     open_entry(ctx, name)?;
-    let queue = wbqueue::check(ctx, wbqueue::queue_for(name))?;
+    let queue = wbqueue::check(ctx, wbqueue::queue_for(ctx, name))?;
     let now = ids::now_ms();
     let version = ids::next_id(now)?;
     let fields = [

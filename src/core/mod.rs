@@ -6,6 +6,7 @@ pub mod entry;
 pub mod extras;
 pub mod lock;
 pub mod number;
+pub mod slots;
 pub mod tags;
 pub mod version;
 pub mod waiters;

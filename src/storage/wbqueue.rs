@@ -7,11 +7,13 @@
 //! (`check`): the caller's ACL on the queue key (not in argv, so Redis does not check it),
 //! an eviction policy that could drop the queue, memory, the queue's length and type.
 
-use redis_module::{raw, CallOptionsBuilder, CallResult, Context, RedisString, RedisValue};
+use redis_module::{raw, CallOptionsBuilder, CallResult, Context, ContextFlags};
+use redis_module::{RedisString, RedisValue};
 
 use super::arg::Arg;
 use super::server::{origin, Origin};
 use crate::config;
+use crate::core::slots;
 use crate::error::CacheError;
 use crate::stats;
 
@@ -47,10 +49,16 @@ impl Drop for Queue {
     }
 }
 
-/// The queue of a write to `_key`. On a standalone server it is the one queue,
-/// `cache.wb-queue`; in a cluster it will be the queue of the key's slot.
-pub fn queue_for(_key: &Arg) -> Vec<u8> {
-    config::wb_queue()
+/// The queue of a write to `key`. On a standalone server it is the one queue,
+/// `cache.wb-queue`; in a cluster, the queue of the key's slot, `<cache.wb-queue>:{<tag>}`
+/// with a tag that hashes to that slot, so that it lives on the key's node.
+pub fn queue_for(ctx: &Context, key: &Arg) -> Vec<u8> {
+    let base = config::wb_queue();
+    if ctx.get_flags().contains(ContextFlags::CLUSTER) {
+        slots::name_in_slot_of(&base, key.as_slice())
+    } else {
+        base
+    }
 }
 
 /// Checks that an event can be appended to `name` now, counting a refusal by its reason.
@@ -314,12 +322,55 @@ pub fn append(ctx: &Context, queue: &Queue, fields: &[Field]) -> Result<RedisStr
     id_text.ok_or(CacheError::Internal)
 }
 
-/// The queues that exist in `ctx`'s database: the one queue of a standalone server.
+/// The queues that exist in `ctx`'s database: the one queue of a standalone server; in a
+/// cluster, the per-slot queues on this node, found with `SCAN ... MATCH <queue>:{* TYPE
+/// stream` (a walk of the node's keys: the command is for workers looking for work, not for
+/// a hot path).
 pub fn existing(ctx: &Context) -> Vec<Vec<u8>> {
     let name = config::wb_queue();
-    match with_name(ctx, &name, stream_length) {
-        Some((true, _)) => vec![name],
-        _ => Vec::new(),
+    if !ctx.get_flags().contains(ContextFlags::CLUSTER) {
+        return match with_name(ctx, &name, stream_length) {
+            Some((true, _)) => vec![name],
+            _ => Vec::new(),
+        };
+    }
+    let mut pattern = Vec::with_capacity(name.len() + 3);
+    for &b in &name {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            pattern.push(b'\\');
+        }
+        pattern.push(b);
+    }
+    pattern.extend_from_slice(b":{*");
+    let mut found = Vec::new();
+    let mut cursor = b"0".to_vec();
+    loop {
+        let args: [&[u8]; 7] = [
+            &cursor, b"MATCH", &pattern, b"TYPE", b"stream", b"COUNT", b"1000",
+        ];
+        let Ok(RedisValue::Array(parts)) = ctx.call("SCAN", &args[..]) else {
+            return found;
+        };
+        let [next, RedisValue::Array(keys)] = &parts[..] else {
+            return found;
+        };
+        for k in keys {
+            match k {
+                RedisValue::SimpleString(s) => found.push(s.as_bytes().to_vec()),
+                RedisValue::StringBuffer(b) => found.push(b.clone()),
+                _ => {}
+            }
+        }
+        cursor = match next {
+            RedisValue::SimpleString(s) => s.as_bytes().to_vec(),
+            RedisValue::StringBuffer(b) => b.clone(),
+            _ => return found,
+        };
+        if cursor == b"0" {
+            found.sort();
+            found.dedup();
+            return found;
+        }
     }
 }
 
