@@ -13,6 +13,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
+pub mod no_loss;
+
 pub const QUEUE: &str = "cache:wb";
 pub const GROUP: &str = "cache-wb";
 
@@ -530,18 +532,23 @@ impl Db {
     }
 }
 
-/// Two tests running one scenario, one on SQLite and one on PostgreSQL.
+/// Two tests running one scenario, one on SQLite and one on PostgreSQL. The scenario is a
+/// function taking the database last: `scenario: sqlite_test, postgres_test`, or, with
+/// arguments before the database, `path::scenario(args): sqlite_test, postgres_test`.
 #[macro_export]
 macro_rules! on_both_databases {
     ($scenario:ident: $sqlite:ident, $postgres:ident) => {
+        on_both_databases!($scenario(): $sqlite, $postgres);
+    };
+    ($($scenario:ident)::+ ($($arg:expr),*): $sqlite:ident, $postgres:ident) => {
         #[test]
         fn $sqlite() {
-            $scenario(Db::sqlite());
+            $($scenario)::+($($arg,)* Db::sqlite());
         }
 
         #[test]
         fn $postgres() {
-            $scenario(Db::postgres());
+            $($scenario)::+($($arg,)* Db::postgres());
         }
     };
 }
@@ -605,7 +612,12 @@ impl Worker {
     }
 
     pub fn sigterm(&self) {
-        signal(self.child.as_ref().expect("running"), "TERM");
+        self.signal("TERM");
+    }
+
+    /// Sends the signal `name` (TERM, STOP, CONT...).
+    pub fn signal(&self, name: &str) {
+        signal(self.child.as_ref().expect("running"), name);
     }
 
     pub fn kill9(&mut self) {
