@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PORT ?= 6379
 MODULE := target/release/libredis_cache.so
 
-.PHONY: all deps build run test test-redis test-valkey test-worker unit integration bench lint fmt clean
+.PHONY: all deps build run cluster test test-redis test-valkey test-worker unit integration bench lint fmt clean
 
 all: build
 
@@ -14,6 +14,10 @@ deps:
 # worker (target/release/redis-cache-worker).
 build: deps
 	cargo build --release
+
+# A local 3-primary, 3-replica cluster with the module (ports 7000-7005, CLUSTER_PORT=...).
+cluster: build
+	@scripts/cluster.sh
 
 run: build
 	@echo "redis-cache: redis-server on 127.0.0.1:$(PORT) with $(MODULE)"

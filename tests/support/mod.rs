@@ -1,4 +1,5 @@
 //! Helpers of the integration tests, named for what they hold:
+//! - `cluster`: a real three-primary cluster of server processes with the module;
 //! - `server`: server processes on free ports (redis-server, or valkey-server through
 //!   `$CACHE_SERVER`), what a server is, `wait_until`, replicas;
 //! - `commands`: one helper per command (the module's and the server's), INFO parsing;
@@ -6,6 +7,7 @@
 //!   comparison;
 //! - `records`: crafted entry records, DUMP payloads and AOF files.
 
+pub mod cluster;
 pub mod commands;
 pub mod fixtures;
 pub mod records;
