@@ -7,6 +7,7 @@ pub mod extras;
 pub mod lock;
 pub mod number;
 pub mod slots;
+pub mod spread;
 pub mod tags;
 pub mod version;
 pub mod waiters;

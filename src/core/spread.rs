@@ -1,0 +1,320 @@
+//! Cluster-wide tag invalidation, the part that needs no server: the messages primaries send
+//! each other over the cluster bus, the record a node keeps of an invalidation it started
+//! (which primaries have confirmed, what they counted, when to send again), and the record of
+//! invalidations a node has applied (so that a resend or a duplicate changes nothing and is
+//! confirmed with the same count).
+//!
+//! Messages are small and self-describing (little-endian):
+//! ```text
+//! u8 kind (1 = invalidate, 2 = confirm)
+//! u8 origin length, origin node id bytes, u64 sequence        (the invalidation's id)
+//! invalidate: i32 db, u32 tag count, then per tag u32 length and bytes
+//! confirm:    u64 count
+//! ```
+//! Decoding checks every length against the bytes there, as the entry codec does.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// An invalidation's id: the node that started it and its sequence number there.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpreadId {
+    pub origin: Vec<u8>,
+    pub seq: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Invalidate these tags in `db`, and confirm with how many entries it invalidated.
+    Invalidate {
+        id: SpreadId,
+        db: i32,
+        tags: Vec<Vec<u8>>,
+    },
+    /// The node applied invalidation `id`, invalidating `count` entries.
+    Confirm { id: SpreadId, count: u64 },
+}
+
+const INVALIDATE: u8 = 1;
+const CONFIRM: u8 = 2;
+
+impl Message {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let id = match self {
+            Message::Invalidate { id, .. } => {
+                out.push(INVALIDATE);
+                id
+            }
+            Message::Confirm { id, .. } => {
+                out.push(CONFIRM);
+                id
+            }
+        };
+        let origin = &id.origin[..id.origin.len().min(255)];
+        out.push(origin.len() as u8);
+        out.extend_from_slice(origin);
+        out.extend_from_slice(&id.seq.to_le_bytes());
+        match self {
+            Message::Invalidate { db, tags, .. } => {
+                out.extend_from_slice(&db.to_le_bytes());
+                out.extend_from_slice(&(tags.len() as u32).to_le_bytes());
+                for t in tags {
+                    out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+                    out.extend_from_slice(t);
+                }
+            }
+            Message::Confirm { count, .. } => out.extend_from_slice(&count.to_le_bytes()),
+        }
+        out
+    }
+
+    /// The message in `buf`; `None` for anything truncated, unknown or with bytes left over.
+    pub fn decode(buf: &[u8]) -> Option<Message> {
+        let mut r = buf;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            if r.len() < n {
+                return None;
+            }
+            let (head, rest) = r.split_at(n);
+            r = rest;
+            Some(head)
+        };
+        let kind = take(1)?[0];
+        let len = take(1)?[0] as usize;
+        let origin = take(len)?.to_vec();
+        let seq = u64::from_le_bytes(take(8)?.try_into().ok()?);
+        let id = SpreadId { origin, seq };
+        let msg = match kind {
+            INVALIDATE => {
+                let db = i32::from_le_bytes(take(4)?.try_into().ok()?);
+                let n = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+                let mut tags = Vec::new();
+                for _ in 0..n {
+                    let len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+                    tags.push(take(len)?.to_vec());
+                }
+                if tags.is_empty() {
+                    return None;
+                }
+                Message::Invalidate { id, db, tags }
+            }
+            CONFIRM => Message::Confirm {
+                id,
+                count: u64::from_le_bytes(take(8)?.try_into().ok()?),
+            },
+            _ => return None,
+        };
+        r.is_empty().then_some(msg)
+    }
+}
+
+/// An invalidation this node started: the primaries it waits for, what each confirmed.
+#[derive(Clone, Debug)]
+pub struct Outstanding {
+    pub local_count: u64,
+    started_ms: i64,
+    next_send_ms: i64,
+    resend_every_ms: i64,
+    /// Node id -> its count, once it confirmed.
+    nodes: BTreeMap<Vec<u8>, Option<u64>>,
+}
+
+/// Where an outstanding invalidation stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Every primary confirmed: the cluster total.
+    Done(u64),
+    /// Still waiting for these nodes.
+    Waiting(Vec<Vec<u8>>),
+}
+
+impl Outstanding {
+    pub fn new(local_count: u64, others: &[Vec<u8>], now_ms: i64, resend_every_ms: i64) -> Self {
+        Outstanding {
+            local_count,
+            started_ms: now_ms,
+            next_send_ms: now_ms.saturating_add(resend_every_ms),
+            resend_every_ms: resend_every_ms.max(1),
+            nodes: others.iter().map(|n| (n.clone(), None)).collect(),
+        }
+    }
+
+    /// `node` confirmed with `count`. A confirmation from a node not waited for, or a
+    /// repeated one, changes nothing.
+    pub fn confirm(&mut self, node: &[u8], count: u64) {
+        if let Some(slot) = self.nodes.get_mut(node) {
+            slot.get_or_insert(count);
+        }
+    }
+
+    pub fn progress(&self) -> Progress {
+        let missing: Vec<Vec<u8>> = self
+            .nodes
+            .iter()
+            .filter(|(_, c)| c.is_none())
+            .map(|(n, _)| n.clone())
+            .collect();
+        if missing.is_empty() {
+            Progress::Done(self.local_count + self.nodes.values().flatten().sum::<u64>())
+        } else {
+            Progress::Waiting(missing)
+        }
+    }
+
+    /// Whether the caller's wait is over at `now_ms` (it then answers the timeout error).
+    pub fn timed_out(&self, now_ms: i64, timeout_ms: i64) -> bool {
+        now_ms >= self.started_ms.saturating_add(timeout_ms)
+    }
+
+    /// The nodes to send the invalidation to again at `now_ms` (those that have not
+    /// confirmed, once every `resend_every_ms`).
+    pub fn due_resends(&mut self, now_ms: i64) -> Vec<Vec<u8>> {
+        if now_ms < self.next_send_ms {
+            return Vec::new();
+        }
+        self.next_send_ms = now_ms.saturating_add(self.resend_every_ms);
+        match self.progress() {
+            Progress::Done(_) => Vec::new(),
+            Progress::Waiting(nodes) => nodes,
+        }
+    }
+}
+
+/// The invalidations this node applied for others, with what each counted, so that a resend
+/// is confirmed with the same count and applied once. Bounded: the oldest are forgotten past
+/// `capacity` (a resend that old is applied again, which invalidates nothing new that was
+/// written before it, and counts only entries written since: harmless).
+#[derive(Clone, Debug)]
+pub struct Applied {
+    counts: HashMap<SpreadId, u64>,
+    order: VecDeque<SpreadId>,
+    capacity: usize,
+}
+
+impl Applied {
+    pub fn new(capacity: usize) -> Applied {
+        Applied {
+            counts: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The count of `id` if it was applied already; else applies it with `apply` and keeps its
+    /// count.
+    pub fn apply_once(&mut self, id: &SpreadId, apply: impl FnOnce() -> u64) -> u64 {
+        if let Some(n) = self.counts.get(id) {
+            return *n;
+        }
+        let n = apply();
+        self.counts.insert(id.clone(), n);
+        self.order.push_back(id.clone());
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.counts.remove(&old);
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn id(seq: u64) -> SpreadId {
+        SpreadId {
+            origin: b"a1b2c3".to_vec(),
+            seq,
+        }
+    }
+
+    #[test]
+    fn messages_round_trip_and_bad_ones_are_refused() {
+        let inv = Message::Invalidate {
+            id: id(7),
+            db: 3,
+            tags: vec![b"tenant:1".to_vec(), vec![], b"\0\xff".to_vec()],
+        };
+        let conf = Message::Confirm {
+            id: id(7),
+            count: 12,
+        };
+        for m in [&inv, &conf] {
+            let buf = m.encode();
+            assert_eq!(Message::decode(&buf).as_ref(), Some(m));
+            for n in 0..buf.len() {
+                assert_eq!(Message::decode(&buf[..n]), None, "prefix of {n}");
+            }
+            let mut long = buf.clone();
+            long.push(0);
+            assert_eq!(Message::decode(&long), None);
+        }
+        let mut unknown = conf.encode();
+        unknown[0] = 9;
+        assert_eq!(Message::decode(&unknown), None);
+        let no_tags = Message::Invalidate {
+            id: id(1),
+            db: 0,
+            tags: vec![],
+        };
+        assert_eq!(Message::decode(&no_tags.encode()), None);
+    }
+
+    #[test]
+    fn outstanding_waits_for_every_primary_and_resends_to_the_silent() {
+        let nodes = vec![b"n2".to_vec(), b"n3".to_vec()];
+        let mut o = Outstanding::new(5, &nodes, 1_000, 100);
+        assert_eq!(o.progress(), Progress::Waiting(nodes.clone()));
+        assert!(o.due_resends(1_050).is_empty(), "not yet");
+        o.confirm(b"n2", 7);
+        o.confirm(b"n2", 99);
+        o.confirm(b"stranger", 1);
+        assert_eq!(o.due_resends(1_100), vec![b"n3".to_vec()]);
+        assert!(o.due_resends(1_150).is_empty());
+        assert!(!o.timed_out(2_999, 2_000));
+        assert!(o.timed_out(3_000, 2_000));
+        o.confirm(b"n3", 0);
+        assert_eq!(o.progress(), Progress::Done(12));
+        assert!(o.due_resends(5_000).is_empty());
+        assert_eq!(
+            Outstanding::new(4, &[], 0, 100).progress(),
+            Progress::Done(4)
+        );
+    }
+
+    #[test]
+    fn applied_once_per_id_and_bounded() {
+        let mut a = Applied::new(2);
+        let mut runs = 0;
+        assert_eq!(
+            a.apply_once(&id(1), || {
+                runs += 1;
+                10
+            }),
+            10
+        );
+        assert_eq!(
+            a.apply_once(&id(1), || {
+                runs += 1;
+                99
+            }),
+            10,
+            "a resend: same count"
+        );
+        assert_eq!(runs, 1);
+        a.apply_once(&id(2), || 2);
+        a.apply_once(&id(3), || 3);
+        assert_eq!(a.apply_once(&id(1), || 0), 0, "forgotten past the capacity");
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_garbage_never_panics(buf in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Some(m) = Message::decode(&buf) {
+                prop_assert_eq!(m.encode(), buf);
+            }
+        }
+    }
+}
