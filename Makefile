@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PORT ?= 6379
 MODULE := target/release/libredis_cache.so
 
-.PHONY: all deps build run cluster test test-redis test-valkey test-worker unit integration bench lint fmt clean
+.PHONY: all deps build run cluster bench-cluster test test-redis test-valkey test-worker unit integration bench lint fmt clean
 
 all: build
 
@@ -68,6 +68,10 @@ unit: deps
 
 bench: build
 	MODULE=$(abspath $(MODULE)) bash bench/run
+
+# GETX / TAGSET / WBQUEUE through a 3-primary cluster beside one node.
+bench-cluster: build
+	MODULE=$(abspath $(MODULE)) bash bench/cluster.sh
 
 lint:
 	cargo fmt --check
