@@ -22,7 +22,7 @@ use crate::stats;
 use crate::storage::arg::{with_name, Arg};
 use crate::storage::key::open_entry;
 use crate::storage::server::{origin, Origin};
-use crate::storage::{ids, server, tagindex};
+use crate::storage::{ids, scan, server, tagindex};
 use crate::wrapper::{blocked, removal};
 
 /// `TAGSCAN`'s page size when `COUNT` is not given, as for `SCAN`.
@@ -139,35 +139,18 @@ fn scan_for_tag(
     }
     let budget = count.saturating_mul(WALK_PER_KEY);
     let step = count.to_string();
-    let mut cursor = cursor.to_string();
+    let mut cursor = cursor.to_string().into_bytes();
     let mut keys = Vec::new();
     let mut walked = 0usize;
     loop {
-        let reply = ctx.call("SCAN", &[cursor.as_str(), "COUNT", step.as_str()][..])?;
-        let RedisValue::Array(parts) = reply else {
-            return Err(CacheError::Internal.into());
-        };
-        let [next, RedisValue::Array(batch)] = &parts[..] else {
-            return Err(CacheError::Internal.into());
-        };
-        cursor = match next {
-            RedisValue::SimpleString(s) => s.clone(),
-            RedisValue::StringBuffer(b) => String::from_utf8_lossy(b).into_owned(),
-            _ => return Err(CacheError::Internal.into()),
-        };
-        for k in batch {
-            let name: &[u8] = match k {
-                RedisValue::SimpleString(s) => s.as_bytes(),
-                RedisValue::StringBuffer(b) => b,
-                _ => continue,
-            };
-            walked += 1;
-            if carries(ctx, name, tag) {
-                keys.push(name.to_vec());
-            }
-        }
-        if cursor == "0" || keys.len() >= count || walked >= budget {
-            return Ok((cursor, keys));
+        let page =
+            scan::page(ctx, &[&cursor, b"COUNT", step.as_bytes()]).ok_or(CacheError::Internal)?;
+        let last = page.is_last();
+        walked += page.keys.len();
+        keys.extend(page.keys.into_iter().filter(|k| carries(ctx, k, tag)));
+        cursor = page.cursor;
+        if last || keys.len() >= count || walked >= budget {
+            return Ok((String::from_utf8_lossy(&cursor).into_owned(), keys));
         }
     }
 }

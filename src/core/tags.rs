@@ -53,6 +53,11 @@ impl<T> Slab<T> {
         }
     }
 
+    /// The id the next `insert` returns.
+    fn next_id(&self) -> u32 {
+        self.free.last().copied().unwrap_or(self.slots.len() as u32)
+    }
+
     fn take(&mut self, id: u32) -> Option<T> {
         let v = self.slots.get_mut(id as usize)?.take();
         if v.is_some() {
@@ -579,13 +584,6 @@ impl TagIndex {
     /// An estimate of the index's heap bytes (0 when empty).
     pub fn heap_bytes(&self) -> usize {
         self.bytes
-    }
-}
-
-impl<T> Slab<T> {
-    /// The id the next `insert` returns.
-    fn next_id(&self) -> u32 {
-        self.free.last().copied().unwrap_or(self.slots.len() as u32)
     }
 }
 

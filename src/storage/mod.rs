@@ -10,6 +10,7 @@ pub mod landing;
 pub mod lease;
 pub mod notify;
 pub mod replicate;
+pub mod scan;
 pub mod server;
 pub mod tagindex;
 pub mod unlinked;

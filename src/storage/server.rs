@@ -82,3 +82,9 @@ pub fn selected_db(ctx: &Context) -> i32 {
     // SAFETY: a live context; the call only reads its client's database.
     unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) }
 }
+
+/// Selects database `db` on `ctx`'s client; false when there is no such database.
+pub fn select_db(ctx: &Context, db: i32) -> bool {
+    // SAFETY: a live context whose client can select a database.
+    unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db) == raw::REDISMODULE_OK as i32 }
+}

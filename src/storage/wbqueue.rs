@@ -11,7 +11,8 @@ use redis_module::{raw, CallOptionsBuilder, CallResult, Context, ContextFlags};
 use redis_module::{RedisString, RedisValue};
 
 use super::arg::Arg;
-use super::server::{origin, Origin};
+use super::scan;
+use super::server::{self, origin, Origin};
 use crate::config;
 use crate::core::slots;
 use crate::error::CacheError;
@@ -128,11 +129,7 @@ fn evicting_policy(ctx: &Context) -> Option<String> {
     let RedisValue::Array(kv) = reply else {
         return None;
     };
-    let policy = match kv.get(1)? {
-        RedisValue::SimpleString(s) => s.clone(),
-        RedisValue::StringBuffer(b) => String::from_utf8_lossy(b).into_owned(),
-        _ => return None,
-    };
+    let policy = String::from_utf8_lossy(&scan::bytes_of(kv.get(1)?)?).into_owned();
     policy.starts_with("allkeys-").then_some(policy)
 }
 
@@ -348,29 +345,17 @@ pub fn existing(ctx: &Context) -> Vec<Vec<u8>> {
         let args: [&[u8]; 7] = [
             &cursor, b"MATCH", &pattern, b"TYPE", b"stream", b"COUNT", b"1000",
         ];
-        let Ok(RedisValue::Array(parts)) = ctx.call("SCAN", &args[..]) else {
+        let Some(page) = scan::page(ctx, &args) else {
             return found;
         };
-        let [next, RedisValue::Array(keys)] = &parts[..] else {
-            return found;
-        };
-        for k in keys {
-            match k {
-                RedisValue::SimpleString(s) => found.push(s.as_bytes().to_vec()),
-                RedisValue::StringBuffer(b) => found.push(b.clone()),
-                _ => {}
-            }
-        }
-        cursor = match next {
-            RedisValue::SimpleString(s) => s.as_bytes().to_vec(),
-            RedisValue::StringBuffer(b) => b.clone(),
-            _ => return found,
-        };
-        if cursor == b"0" {
+        let last = page.is_last();
+        found.extend(page.keys);
+        if last {
             found.sort();
             found.dedup();
             return found;
         }
+        cursor = page.cursor;
     }
 }
 
@@ -379,11 +364,9 @@ pub fn existing(ctx: &Context) -> Vec<Vec<u8>> {
 pub fn backlog(ctx: &Context, now_ms: i64) -> (u64, i64) {
     let name = config::wb_queue();
     let (mut len, mut oldest) = (0u64, 0i64);
-    // SAFETY: a live context (main thread); the database is selected back below.
-    let original = unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) };
+    let original = server::selected_db(ctx);
     let mut db = 0;
-    // SAFETY: as above; SelectDb fails past the last database.
-    while unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db) } == raw::REDISMODULE_OK as i32 {
+    while server::select_db(ctx, db) {
         with_name(ctx, &name, |key| {
             if let Some((true, n)) = stream_length(key) {
                 len += n;
@@ -394,8 +377,7 @@ pub fn backlog(ctx: &Context, now_ms: i64) -> (u64, i64) {
         });
         db += 1;
     }
-    // SAFETY: as above.
-    unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, original) };
+    server::select_db(ctx, original);
     (len, oldest)
 }
 

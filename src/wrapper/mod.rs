@@ -17,11 +17,11 @@ use redis_module::{raw, Context};
 
 use crate::core::waiters::LineKey;
 use crate::storage::arg::{with_name, Arg};
+use crate::storage::server;
 
 /// Runs `f` on the key `line` names, from a timer's context (whose database it selects).
 fn on_key(ctx: &Context, line: &LineKey, f: impl FnOnce(&Context, &Arg)) {
-    // SAFETY: a timer context has a client whose db can be selected.
-    unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, line.db) };
+    server::select_db(ctx, line.db);
     with_name(ctx, &line.key, |name| f(ctx, name));
 }
 

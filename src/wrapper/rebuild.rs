@@ -2,20 +2,19 @@
 //! every database, counting each entry that carries tags (or, invalidated by an invalidation
 //! that came with the load, counting it as pending removal).
 
-use redis_module::{raw, Context};
+use redis_module::Context;
 
 use super::removal;
 use super::walk::{self, Cursor};
-use crate::storage::tagindex;
+use crate::storage::{server, tagindex};
 
 /// Rebuilds the index from the keyspace (after a load).
 pub fn rebuild(ctx: &Context) {
     // The invalidations came with the load (RDB aux data, AOF records): keep them.
     tagindex::with(|ix| ix.clear_entries());
-    // SAFETY: a live context of a server event (main thread).
-    let original = unsafe { raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) };
+    let original = server::selected_db(ctx);
     let mut db = 0;
-    while walk::select_db(ctx, db) {
+    while server::select_db(ctx, db) {
         let cursor = Cursor::new();
         let mut each = move |_: &[u8], entry: &mut crate::core::entry::Entry| {
             // Entries stored while loading were counted then; the count starts again.
@@ -25,7 +24,7 @@ pub fn rebuild(ctx: &Context) {
         while walk::step(ctx, &cursor, &mut each).1 {}
         db += 1;
     }
-    walk::select_db(ctx, original);
+    server::select_db(ctx, original);
     if tagindex::with(|ix| ix.walk_needed()) {
         removal::arm(ctx);
     }

@@ -126,7 +126,7 @@ fn walk_step(ctx: &Context, walk: &mut Walk) {
     while seen < KEYS_PER_STEP && walk.at < walk.dbs.len() {
         let db = walk.dbs[walk.at];
         let found = &mut walk.found;
-        let more = walk::select_db(ctx, db) && {
+        let more = server::select_db(ctx, db) && {
             let mut each = |name: &[u8], entry: &mut crate::core::entry::Entry| {
                 if tagindex::invalidated(|| db, entry) {
                     found.push(LineKey {

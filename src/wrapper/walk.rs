@@ -98,9 +98,3 @@ extern "C" fn scanned(
         || (),
     )
 }
-
-/// Selects database `db` on `ctx`; false when there is no such database.
-pub fn select_db(ctx: &Context, db: i32) -> bool {
-    // SAFETY: a live context whose client can select a database.
-    unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db) == raw::REDISMODULE_OK as i32 }
-}
