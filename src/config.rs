@@ -30,6 +30,11 @@ pub static DEFAULT_DELTA: AtomicI64 = AtomicI64::new(DEFAULT_DELTA_MS);
 /// `cache.beta`: XFetch eagerness when GETX gives no `BETA`.
 pub static BETA: BetaConfig = BetaConfig::new(1.0);
 
+pub const DEFAULT_TAG_TIMEOUT_MS: i64 = 2_000;
+/// `cache.tag-timeout-ms`: how long `CACHE.TAGINVALIDATE` waits in a cluster for the other
+/// primaries to confirm before it answers `-TIMEOUT` (it keeps resending after).
+pub static TAG_TIMEOUT_MS: AtomicI64 = AtomicI64::new(DEFAULT_TAG_TIMEOUT_MS);
+
 pub const DEFAULT_WB_QUEUE: &str = "cache:wb";
 pub const DEFAULT_WB_GROUP: &str = "cache-wb";
 pub const DEFAULT_WB_MAX_LEN: i64 = 1_000_000;
@@ -51,6 +56,9 @@ pub fn default_delta_ms() -> i64 {
 }
 pub fn beta() -> f64 {
     BETA.value()
+}
+pub fn tag_timeout_ms() -> i64 {
+    TAG_TIMEOUT_MS.load(Ordering::Relaxed)
 }
 pub fn wb_queue() -> Vec<u8> {
     WB_QUEUE.value()

@@ -45,6 +45,12 @@ pub enum CacheError {
     QueueNoPerm(String),
     /// The write-behind queue's key holds something other than a stream.
     QueueWrongType(String),
+    /// In a cluster, other primaries did not confirm a tag invalidation in time.
+    SpreadTimeout {
+        ms: i64,
+        silent: Vec<String>,
+        of: usize,
+    },
     /// A panic was caught: a bug, reported instead of crashing the server.
     Internal,
 }
@@ -108,6 +114,12 @@ impl std::fmt::Display for CacheError {
             CacheError::QueueWrongType(queue) => write!(
                 f,
                 "WRONGTYPE write-behind queue '{queue}' holds a key that is not a stream"
+            ),
+            CacheError::SpreadTimeout { ms, silent, of } => write!(
+                f,
+                "TIMEOUT tag invalidation not confirmed within {ms} ms by {} of the {of} other primaries: {}; it is in force on the others and is resent until these confirm",
+                silent.len(),
+                silent.join(", ")
             ),
             CacheError::Internal => write!(f, "ERR internal error in the cache module"),
         }

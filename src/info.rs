@@ -6,6 +6,7 @@ use redis_module::{InfoContext, RedisResult};
 use crate::stats::{self, Counter};
 use crate::storage::handover;
 use crate::storage::{datatype, ids, tagindex, wbqueue};
+use crate::wrapper::spread;
 
 pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
     let fields: &[(&str, &Counter)] = &[
@@ -29,6 +30,9 @@ pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         ("tag_invalidations", &stats::TAG_INVALIDATIONS),
         ("tag_entries_invalidated", &stats::TAG_ENTRIES_INVALIDATED),
         ("tag_entries_removed", &stats::TAG_REMOVED),
+        ("tag_invalidations_sent", &stats::TAG_SPREAD_STARTED),
+        ("tag_invalidation_timeouts", &stats::TAG_SPREAD_TIMEOUTS),
+        ("tag_invalidations_received", &stats::TAG_SPREAD_APPLIED),
         ("wb_sets_queued", &stats::WB_SETS),
         ("wb_deletes_queued", &stats::WB_DELS),
         ("wb_refused_full", &stats::WB_REFUSED_FULL),
@@ -61,6 +65,10 @@ pub fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("tag_index_bytes", index_bytes as i64)?
         .field("tag_invalidations_in_force", tombs as i64)?
         .field("tag_pending_removal", pending as i64)?
+        .field(
+            "tag_invalidations_unconfirmed",
+            spread::unconfirmed() as i64,
+        )?
         .field("wb_queue_length", wb_len as i64)?
         .field("wb_oldest_event_age_ms", wb_oldest)?
         .build_section()?

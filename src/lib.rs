@@ -39,6 +39,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     guard::install_panic_hook();
     reply::prepare(ctx);
     storage::wbqueue::prepare(ctx);
+    wrapper::spread::listen(ctx);
     if let Err(why) = wrapper::keyspace::subscribe(ctx) {
         ctx.log_warning(why);
         return Status::Err;
@@ -63,6 +64,7 @@ redis_module! {
             ["lease-ms", &config::LEASE_MS, config::DEFAULT_LEASE_MS, 1, config::MAX_TIME_MS, ConfigurationFlags::DEFAULT, None],
             ["grace-ms", &config::GRACE_MS, config::DEFAULT_GRACE_MS, 0, config::MAX_SPAN_MS, ConfigurationFlags::DEFAULT, None],
             ["default-delta-ms", &config::DEFAULT_DELTA, config::DEFAULT_DELTA_MS, 0, config::MAX_SPAN_MS, ConfigurationFlags::DEFAULT, None],
+            ["tag-timeout-ms", &config::TAG_TIMEOUT_MS, config::DEFAULT_TAG_TIMEOUT_MS, 1, config::MAX_TIME_MS, ConfigurationFlags::DEFAULT, None],
             ["wb-max-len", &config::WB_MAX_LEN, config::DEFAULT_WB_MAX_LEN, 1, i64::MAX, ConfigurationFlags::DEFAULT, None],
         ],
         string: [

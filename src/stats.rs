@@ -60,6 +60,11 @@ pub static TAG_INVALIDATIONS: Counter = Counter::new();
 pub static TAG_ENTRIES_INVALIDATED: Counter = Counter::new();
 /// Invalidated entries removed from the keyspace (by a slice, or by the next write to them).
 pub static TAG_REMOVED: Counter = Counter::new();
+/// Cluster-wide invalidations started here (sent to the other primaries), those whose caller
+/// was answered `-TIMEOUT`, and those other primaries sent here that were applied.
+pub static TAG_SPREAD_STARTED: Counter = Counter::new();
+pub static TAG_SPREAD_TIMEOUTS: Counter = Counter::new();
+pub static TAG_SPREAD_APPLIED: Counter = Counter::new();
 /// Write-behind events appended: `CACHE.WBQUEUE` (`set`) and `CACHE.WBDEL` (`del`).
 pub static WB_SETS: Counter = Counter::new();
 pub static WB_DELS: Counter = Counter::new();

@@ -205,7 +205,7 @@ pub const COMMANDS: &[CommandSpec] = &[
         acl_categories: c"write slow",
         arity: -2,
         keys: Keys::None,
-        summary: c"Invalidates every entry that carries one of the tags: absent from the reply on, removed later in short ticks. Reply: how many.",
+        summary: c"Invalidates every entry that carries one of the tags (in a cluster, on every primary): absent from the reply on, removed later in short ticks. Reply: how many.",
         complexity: c"O(G) for the G distinct tag sets among the entries it invalidates; the removal runs later, in short ticks",
         since: SINCE,
         args: &[ArgSpec::multiple(c"tag", String)],

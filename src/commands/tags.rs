@@ -8,22 +8,24 @@
 //!   that keeps the entries with the tag: the index counts, it keeps no lists of keys).
 //! - `CACHE.TAGINVALIDATE tag [tag ...]`: every entry that carries one of the tags reads as
 //!   absent from the reply on, and is removed in slices (`wrapper::removal`).
-//! - `CACHE.TAGAPPLY id until-ms tag [tag ...]` (internal): an invalidation as replicated and
-//!   written to the AOF, with the id it was made at.
+//!   In a cluster it is applied on every primary (`wrapper::spread`) and answers the total.
+//! - `CACHE.TAGAPPLY [SPREAD origin seq] id until-ms tag [tag ...]` (internal): an invalidation
+//!   as replicated and written to the AOF, with the id it was made at (and, for one another
+//!   primary started, that invalidation's id).
 
 use redis_module::{Context, RedisResult, RedisValue};
 
 use super::set::{parse_write_options, store, Tags};
 use crate::core::number::parse_i64;
+use crate::core::spread::SpreadId;
 use crate::core::tags::Tomb;
 use crate::core::version::is_valid_id;
 use crate::error::CacheError;
-use crate::stats;
 use crate::storage::arg::{with_name, Arg};
 use crate::storage::key::open_entry;
 use crate::storage::server::{origin, Origin};
 use crate::storage::{ids, scan, server, tagindex};
-use crate::wrapper::{blocked, removal};
+use crate::wrapper::{invalidation, spread};
 
 /// `TAGSCAN`'s page size when `COUNT` is not given, as for `SCAN`.
 const DEFAULT_COUNT: usize = 10;
@@ -170,56 +172,34 @@ pub fn taginvalidate(ctx: &Context, args: &[Arg]) -> RedisResult {
     if tags.is_empty() {
         return Err(CacheError::Arity("cache.taginvalidate").into());
     }
-    let now = ids::now_ms();
-    let tomb = Tomb {
-        id: ids::next_id(now)?,
-        // Every lease granted so far ends by then: after it, no fill from before this
-        // invalidation can come.
-        until_ms: tagindex::leases_end_by().max(now),
-    };
-    let n = invalidate(ctx, tags, tomb);
-    stats::TAG_INVALIDATIONS.incr();
-    stats::TAG_ENTRIES_INVALIDATED.add(n as u64);
-    replicate_invalidation(ctx, tomb, tags);
-    Ok(RedisValue::Integer(n as i64))
-}
-
-/// Applies an invalidation in the selected database; the number of entries it invalidated.
-fn invalidate(ctx: &Context, tags: &[Arg], tomb: Tomb) -> usize {
     let db = server::selected_db(ctx);
     let tags: Vec<&[u8]> = tags.iter().map(|t| t.as_slice()).collect();
-    let n = tagindex::with(|ix| ix.invalidate(db, &tags, tomb));
-    removal::arm(ctx);
-    if n > 0 {
-        blocked::every_line_due(ctx);
-    }
-    n
-}
-
-/// The effect: `CACHE.TAGAPPLY id until-ms tag [tag ...]`.
-fn replicate_invalidation(ctx: &Context, tomb: Tomb, tags: &[Arg]) {
-    let raw_tags: Vec<*mut redis_module::raw::RedisModuleString> =
-        tags.iter().map(|t| t.raw()).collect();
-    // SAFETY: the format letters match the arguments: l = long long, v = an array of
-    // RedisModuleString* and its length; the strings are the command's live arguments.
-    unsafe {
-        redis_module::raw::RedisModule_Replicate.unwrap()(
-            ctx.ctx,
-            c"CACHE.TAGAPPLY".as_ptr(),
-            c"llv".as_ptr(),
-            tomb.id as std::os::raw::c_longlong,
-            tomb.until_ms as std::os::raw::c_longlong,
-            raw_tags.as_ptr(),
-            raw_tags.len(),
-        );
-    }
+    let (seq, n) = invalidation::apply_new(ctx, db, &tags, None)?;
+    // In a cluster, the other primaries too; the answer is then the cluster's total.
+    spread::spread(ctx, db, &tags, seq, n as u64)
 }
 
 pub fn tagapply(ctx: &Context, args: &[Arg]) -> RedisResult {
     if origin(ctx) == Origin::Client {
         return Err(CacheError::InternalOnly("CACHE.TAGAPPLY").into());
     }
-    let [_, id, until, tags @ ..] = args else {
+    // `SPREAD origin seq` first: another primary's cluster-wide invalidation, applied by our
+    // primary (ids are numbers, so the word cannot be mistaken for one).
+    let (from, rest) = match args {
+        [_, word, origin, seq, rest @ ..] if word.as_slice().eq_ignore_ascii_case(b"SPREAD") => {
+            let seq = parse_i64(seq.as_slice())
+                .and_then(|v| u64::try_from(v).ok())
+                .ok_or_else(|| CacheError::BadRecord("invalid invalidation sequence".into()))?;
+            let id = SpreadId {
+                origin: origin.as_slice().to_vec(),
+                seq,
+            };
+            (Some(id), rest)
+        }
+        [_, rest @ ..] => (None, rest),
+        [] => return Err(CacheError::Arity("cache.tagapply").into()),
+    };
+    let [id, until, tags @ ..] = rest else {
         return Err(CacheError::Arity("cache.tagapply").into());
     };
     if tags.is_empty() {
@@ -234,7 +214,11 @@ pub fn tagapply(ctx: &Context, args: &[Arg]) -> RedisResult {
     ids::observe(id);
     tagindex::lease_granted(until_ms);
     let tomb = Tomb { id, until_ms };
-    invalidate(ctx, tags, tomb);
+    let tags: Vec<&[u8]> = tags.iter().map(|t| t.as_slice()).collect();
+    let n = invalidation::apply(ctx, server::selected_db(ctx), &tags, tomb);
+    if let Some(from) = from {
+        spread::remember(&from, n as u64);
+    }
     ctx.replicate_verbatim();
     Ok(RedisValue::SimpleStringStatic("OK"))
 }

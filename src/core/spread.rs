@@ -166,6 +166,34 @@ impl Outstanding {
         now_ms >= self.started_ms.saturating_add(timeout_ms)
     }
 
+    /// Follows the cluster's primaries as they are now: a node waited for that is no longer a
+    /// primary (it failed over and came back as a replica, or left) is no longer waited for,
+    /// and a new primary (a promoted replica, whose primary may have died before applying)
+    /// is. Confirmed nodes keep their counts. Returns the nodes added, to send to at once.
+    pub fn follow_primaries(&mut self, primaries: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        self.nodes
+            .retain(|n, count| count.is_some() || primaries.contains(n));
+        let added: Vec<Vec<u8>> = primaries
+            .iter()
+            .filter(|p| !self.nodes.contains_key(*p))
+            .cloned()
+            .collect();
+        for p in &added {
+            self.nodes.insert(p.clone(), None);
+        }
+        added
+    }
+
+    /// How many other primaries this invalidation is for (confirmed or not).
+    pub fn primaries(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// When the next resend is due.
+    pub fn next_send_ms(&self) -> i64 {
+        self.next_send_ms
+    }
+
     /// The nodes to send the invalidation to again at `now_ms` (those that have not
     /// confirmed, once every `resend_every_ms`).
     pub fn due_resends(&mut self, now_ms: i64) -> Vec<Vec<u8>> {
@@ -200,21 +228,24 @@ impl Applied {
         }
     }
 
-    /// The count of `id` if it was applied already; else applies it with `apply` and keeps its
-    /// count.
-    pub fn apply_once(&mut self, id: &SpreadId, apply: impl FnOnce() -> u64) -> u64 {
-        if let Some(n) = self.counts.get(id) {
-            return *n;
+    /// The count `id` was applied with, if it was.
+    pub fn get(&self, id: &SpreadId) -> Option<u64> {
+        self.counts.get(id).copied()
+    }
+
+    /// `id` was applied, invalidating `count` entries. A second record of the same id keeps
+    /// the first count.
+    pub fn record(&mut self, id: &SpreadId, count: u64) {
+        if self.counts.contains_key(id) {
+            return;
         }
-        let n = apply();
-        self.counts.insert(id.clone(), n);
+        self.counts.insert(id.clone(), count);
         self.order.push_back(id.clone());
         while self.order.len() > self.capacity {
             if let Some(old) = self.order.pop_front() {
                 self.counts.remove(&old);
             }
         }
-        n
     }
 }
 
@@ -287,26 +318,31 @@ mod tests {
     #[test]
     fn applied_once_per_id_and_bounded() {
         let mut a = Applied::new(2);
-        let mut runs = 0;
+        assert_eq!(a.get(&id(1)), None);
+        a.record(&id(1), 10);
+        a.record(&id(1), 99);
+        assert_eq!(a.get(&id(1)), Some(10), "a resend: the first count");
+        a.record(&id(2), 2);
+        a.record(&id(3), 3);
+        assert_eq!(a.get(&id(1)), None, "forgotten past the capacity");
+        assert_eq!((a.get(&id(2)), a.get(&id(3))), (Some(2), Some(3)));
+    }
+
+    #[test]
+    fn outstanding_follows_failover() {
+        let (a, b, c, c2) = (b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"c2".to_vec());
+        let mut o = Outstanding::new(1, &[a.clone(), b.clone(), c.clone()], 0, 100);
+        o.confirm(&b, 4);
+        // b confirmed then became a replica; c died and its replica c2 took over.
         assert_eq!(
-            a.apply_once(&id(1), || {
-                runs += 1;
-                10
-            }),
-            10
+            o.follow_primaries(&[a.clone(), c2.clone()]),
+            vec![c2.clone()]
         );
-        assert_eq!(
-            a.apply_once(&id(1), || {
-                runs += 1;
-                99
-            }),
-            10,
-            "a resend: same count"
-        );
-        assert_eq!(runs, 1);
-        a.apply_once(&id(2), || 2);
-        a.apply_once(&id(3), || 3);
-        assert_eq!(a.apply_once(&id(1), || 0), 0, "forgotten past the capacity");
+        assert_eq!(o.progress(), Progress::Waiting(vec![a.clone(), c2.clone()]));
+        assert!(o.follow_primaries(&[a.clone(), c2.clone()]).is_empty());
+        o.confirm(&a, 2);
+        o.confirm(&c2, 3);
+        assert_eq!(o.progress(), Progress::Done(1 + 4 + 2 + 3));
     }
 
     proptest! {

@@ -2,6 +2,7 @@
 //! replication of effects.
 
 pub mod arg;
+pub mod bus;
 pub mod datatype;
 pub mod handover;
 pub mod ids;

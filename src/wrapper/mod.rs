@@ -4,9 +4,11 @@
 //! `MOVE` and `RESTORE`).
 
 pub mod blocked;
+pub mod invalidation;
 pub mod keyspace;
 pub mod rebuild;
 pub mod removal;
+pub mod spread;
 pub mod walk;
 
 use std::cell::Cell;

@@ -1,0 +1,166 @@
+//! The cluster bus, through the raw module API (redis-module 2.0.8 has no safe wrapper): this
+//! node's id, the other primaries, a node's address for messages to people, and sending.
+//!
+//! Node ids are 40 bytes. Redis hands them out without a terminating NUL, but looks them up
+//! with `strlen` (`RM_GetClusterNodeInfo`, `RM_SendClusterMessage` in 7.0), so every id given
+//! back to Redis goes through `NodeId::c_str`, which adds one.
+
+use std::os::raw::{c_char, c_int};
+
+use redis_module::{raw, Context, ContextFlags};
+
+/// The length of a cluster node id.
+pub const NODE_ID_LEN: usize = 40;
+
+/// The one message type the module sends; the payload says what it is (`core::spread`).
+pub const MESSAGE_TYPE: u8 = 0x43;
+
+/// A cluster node's id, with the NUL Redis's lookups need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeId([u8; NODE_ID_LEN + 1]);
+
+impl NodeId {
+    /// The id in the first 40 bytes of `bytes`; `None` if they are fewer.
+    pub fn from_bytes(bytes: &[u8]) -> Option<NodeId> {
+        let mut id = [0u8; NODE_ID_LEN + 1];
+        id[..NODE_ID_LEN].copy_from_slice(bytes.get(..NODE_ID_LEN)?);
+        Some(NodeId(id))
+    }
+
+    /// # Safety
+    /// `p` must point to at least `NODE_ID_LEN` readable bytes.
+    unsafe fn from_ptr(p: *const c_char) -> NodeId {
+        // SAFETY: the caller's promise.
+        let bytes = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), NODE_ID_LEN) };
+        let mut id = [0u8; NODE_ID_LEN + 1];
+        id[..NODE_ID_LEN].copy_from_slice(bytes);
+        NodeId(id)
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0[..NODE_ID_LEN]
+    }
+
+    fn c_str(&self) -> *const c_char {
+        self.0.as_ptr().cast::<c_char>()
+    }
+}
+
+/// Whether the server runs in cluster mode.
+pub fn in_cluster(ctx: &Context) -> bool {
+    ctx.get_flags().contains(ContextFlags::CLUSTER)
+}
+
+/// This node's id, in cluster mode.
+pub fn my_id() -> Option<NodeId> {
+    // SAFETY: a plain query; in cluster mode it points at the node's 40-byte name, else it
+    // is null.
+    let p = unsafe { raw::RedisModule_GetMyClusterID.map(|f| f())? };
+    // SAFETY: non-null: the 40 bytes of this node's name.
+    (!p.is_null()).then(|| unsafe { NodeId::from_ptr(p) })
+}
+
+/// What the cluster says of a node: its flags, address and port.
+struct NodeInfo {
+    flags: c_int,
+    ip: String,
+    port: c_int,
+}
+
+fn info(ctx: &Context, id: &NodeId) -> Option<NodeInfo> {
+    // One byte more than Redis copies (NET_IP_STR_LEN = 46, with strncpy: maybe no NUL).
+    let mut ip = [0u8; 47];
+    let mut port: c_int = 0;
+    let mut flags: c_int = 0;
+    // SAFETY: a NUL-terminated id; `ip` holds the 46 bytes Redis writes at most; the master id
+    // is not asked for (null).
+    let ok = unsafe {
+        raw::RedisModule_GetClusterNodeInfo.unwrap()(
+            ctx.ctx,
+            id.c_str(),
+            ip.as_mut_ptr().cast::<c_char>(),
+            std::ptr::null_mut(),
+            &mut port,
+            &mut flags,
+        )
+    } == raw::REDISMODULE_OK as c_int;
+    let len = ip.iter().position(|b| *b == 0).unwrap_or(ip.len());
+    ok.then(|| NodeInfo {
+        flags,
+        ip: String::from_utf8_lossy(&ip[..len]).into_owned(),
+        port,
+    })
+}
+
+/// The primaries of the cluster other than this node, as this node sees them now.
+pub fn other_primaries(ctx: &Context) -> Vec<NodeId> {
+    let mut n: usize = 0;
+    // SAFETY: a live context; the list is freed below with its own function.
+    let list = unsafe { raw::RedisModule_GetClusterNodesList.unwrap()(ctx.ctx, &mut n) };
+    if list.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: `n` pointers, each to a 40-byte id, as RM_GetClusterNodesList documents.
+    let ids: Vec<NodeId> = (0..n)
+        .map(|i| unsafe { NodeId::from_ptr(*list.add(i)) })
+        .collect();
+    // SAFETY: the list from RM_GetClusterNodesList, freed once.
+    unsafe { raw::RedisModule_FreeClusterNodesList.unwrap()(list) };
+    let master = raw::REDISMODULE_NODE_MASTER as c_int;
+    let myself = raw::REDISMODULE_NODE_MYSELF as c_int;
+    ids.into_iter()
+        .filter(|id| info(ctx, id).is_some_and(|i| i.flags & master != 0 && i.flags & myself == 0))
+        .collect()
+}
+
+/// A node as an operator would name it: `<id> (<ip>:<port>)`.
+pub fn label(ctx: &Context, id: &NodeId) -> String {
+    let name = String::from_utf8_lossy(id.bytes()).into_owned();
+    match info(ctx, id) {
+        Some(i) => format!("{name} ({}:{})", i.ip, i.port),
+        None => name,
+    }
+}
+
+/// Sends `payload` to node `to`; false if it could not be handed to its link (unknown node,
+/// link down), in which case the caller's resend tries again.
+pub fn send(ctx: &Context, to: &NodeId, payload: &[u8]) -> bool {
+    let Ok(len) = u32::try_from(payload.len()) else {
+        return false;
+    };
+    // SAFETY: a live context, a NUL-terminated id, and `len` readable bytes.
+    unsafe {
+        raw::RedisModule_SendClusterMessage.unwrap()(
+            ctx.ctx,
+            to.c_str(),
+            MESSAGE_TYPE,
+            payload.as_ptr().cast::<c_char>(),
+            len,
+        ) == raw::REDISMODULE_OK as c_int
+    }
+}
+
+/// The receiver's signature, as `RedisModuleClusterMessageReceiver`.
+pub type Receiver =
+    unsafe extern "C" fn(*mut raw::RedisModuleCtx, *const c_char, u8, *const u8, u32);
+
+/// Registers `receiver` for the module's messages; a no-op outside cluster mode.
+pub fn listen(ctx: &Context, receiver: Receiver) {
+    // SAFETY: a live context at load time; the callback has Redis's signature.
+    unsafe {
+        raw::RedisModule_RegisterClusterMessageReceiver.unwrap()(
+            ctx.ctx,
+            MESSAGE_TYPE,
+            Some(receiver),
+        )
+    };
+}
+
+/// The sender of a received message.
+///
+/// # Safety
+/// `sender` must be the id pointer Redis passed to the receiver.
+pub unsafe fn sender(sender: *const c_char) -> NodeId {
+    // SAFETY: Redis passes the sender's 40-byte name.
+    unsafe { NodeId::from_ptr(sender) }
+}
