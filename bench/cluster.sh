@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench-cluster`: GETX / TAGSET / WBQUEUE through a 3-primary cluster (redis-benchmark
 # --cluster, which sends each command to its key's node) beside the same commands on one
-# node, in one run. All servers have the module; no replicas (they would only compete for the
+# node, in one run; then CACHE.TAGINVALIDATE across the primaries (bench/cluster_invalidate.py). All servers have the module; no replicas (they would only compete for the
 # same cores). Prints the medians of ROUNDS runs and the cluster / one-node ratios.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -70,3 +70,8 @@ for name in GETX TAGSET WBQUEUE; do
 done
 echo ""
 echo "Command line: \`ROUNDS=$rounds make bench-cluster\` (all servers and the client share this machine's cores)"
+# CACHE.TAGINVALIDATE from one primary, confirmed by the others, vs the Lua recipe on each.
+python3 "$here/bench/cluster_invalidate.py" --ports "${ports[0]},${ports[1]},${ports[2]}" \
+  ${INVALIDATE_ROUNDS:+--rounds "$INVALIDATE_ROUNDS"}
+echo ""
+echo "Command line: \`make bench-cluster\` (INVALIDATE_ROUNDS=200,100,5 by default)"
