@@ -220,3 +220,91 @@ fn a_stopped_primary_times_out_then_catches_up() {
         on_victim
     );
 }
+
+/// The replica of `primary` in the cluster.
+fn replica_of<'a>(cluster: &'a Cluster, primary: &Server) -> &'a Server {
+    let id: String = redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut primary.conn())
+        .unwrap();
+    cluster
+        .nodes
+        .iter()
+        .find(|n| {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query(&mut n.conn())
+                .unwrap();
+            info.lines()
+                .any(|l| l.contains("myself") && l.contains("slave") && l.contains(&id))
+        })
+        .expect("a replica")
+}
+
+#[test]
+fn a_replica_promoted_in_place_of_a_silent_primary_is_sent_the_invalidation() {
+    let cluster = Cluster::start();
+    let mut cc = cluster.client();
+    let primaries = cluster.primaries();
+    let (origin, victim) = (primaries[0], primaries[1]);
+    let heir = replica_of(&cluster, victim);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("cache.tag-timeout-ms")
+        .arg(300)
+        .query(&mut origin.conn())
+        .unwrap();
+    let keys: Vec<String> = (0..60).map(|i| format!("p:{i}")).collect();
+    for k in &keys {
+        tagset(&mut cc, k, &["gone"]);
+    }
+    wait_replicas(&cluster);
+    let on_heir = tagcount(&mut heir.conn(), "gone");
+    assert!(on_heir > 0);
+
+    victim.signal("STOP");
+    let resume = Resume(victim);
+    let e = redis::cmd("CACHE.TAGINVALIDATE")
+        .arg("gone")
+        .query::<i64>(&mut origin.conn())
+        .unwrap_err();
+    assert!(e.to_string().starts_with("TIMEOUT"), "{e}");
+    // The replica takes over without its stopped primary's consent.
+    let _: () = redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .arg("TAKEOVER")
+        .query(&mut heir.conn())
+        .unwrap();
+    // The origin follows: the new primary is sent the invalidation and confirms it.
+    let mut origin_conn = origin.conn();
+    assert!(
+        wait_until(Duration::from_secs(20), || counter(
+            &mut origin_conn,
+            "tag_invalidations_unconfirmed"
+        ) == 0),
+        "the promoted replica confirmed"
+    );
+    assert_eq!(tagcount(&mut heir.conn(), "gone"), 0);
+    assert_eq!(counter(&mut heir.conn(), "tag_invalidations_received"), 1);
+    // The old primary, resumed, learns it was replaced and follows the new one.
+    drop(resume);
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut victim.conn())
+                .unwrap();
+            info.contains("role:slave") && info.contains("master_link_status:up")
+        }),
+        "the old primary became a replica"
+    );
+    assert!(wait_until(Duration::from_secs(10), || tagcount(
+        &mut victim.conn(),
+        "gone"
+    ) == 0));
+    let mut cc = cluster.client();
+    for k in &keys {
+        let got: Option<String> = redis::cmd("CACHE.GET").arg(k).query(&mut cc).unwrap();
+        assert_eq!(got, None, "{k}");
+    }
+}

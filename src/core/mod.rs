@@ -9,6 +9,7 @@ pub mod number;
 pub mod slots;
 pub mod spread;
 pub mod tags;
+pub mod topology;
 pub mod version;
 pub mod waiters;
 pub mod xfetch;

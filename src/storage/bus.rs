@@ -1,5 +1,6 @@
 //! The cluster bus, through the raw module API (redis-module 2.0.8 has no safe wrapper): this
-//! node's id, the other primaries, a node's address for messages to people, and sending.
+//! node's id, the other primaries (from `CLUSTER NODES`), a node's address for messages to
+//! people, and sending.
 //!
 //! Node ids are 40 bytes. Redis hands them out without a terminating NUL, but looks them up
 //! with `strlen` (`RM_GetClusterNodeInfo`, `RM_SendClusterMessage` in 7.0), so every id given
@@ -7,7 +8,10 @@
 
 use std::os::raw::{c_char, c_int};
 
-use redis_module::{raw, Context, ContextFlags};
+use redis_module::{raw, Context, ContextFlags, RedisValue};
+
+use super::scan;
+use crate::core::topology;
 
 /// The length of a cluster node id.
 pub const NODE_ID_LEN: usize = 40;
@@ -60,9 +64,8 @@ pub fn my_id() -> Option<NodeId> {
     (!p.is_null()).then(|| unsafe { NodeId::from_ptr(p) })
 }
 
-/// What the cluster says of a node: its flags, address and port.
+/// What the cluster says of a node: its address and port.
 struct NodeInfo {
-    flags: c_int,
     ip: String,
     port: c_int,
 }
@@ -71,9 +74,8 @@ fn info(ctx: &Context, id: &NodeId) -> Option<NodeInfo> {
     // One byte more than Redis copies (NET_IP_STR_LEN = 46, with strncpy: maybe no NUL).
     let mut ip = [0u8; 47];
     let mut port: c_int = 0;
-    let mut flags: c_int = 0;
     // SAFETY: a NUL-terminated id; `ip` holds the 46 bytes Redis writes at most; the master id
-    // is not asked for (null).
+    // and the flags are not asked for (null).
     let ok = unsafe {
         raw::RedisModule_GetClusterNodeInfo.unwrap()(
             ctx.ctx,
@@ -81,35 +83,35 @@ fn info(ctx: &Context, id: &NodeId) -> Option<NodeInfo> {
             ip.as_mut_ptr().cast::<c_char>(),
             std::ptr::null_mut(),
             &mut port,
-            &mut flags,
+            std::ptr::null_mut(),
         )
     } == raw::REDISMODULE_OK as c_int;
     let len = ip.iter().position(|b| *b == 0).unwrap_or(ip.len());
     ok.then(|| NodeInfo {
-        flags,
         ip: String::from_utf8_lossy(&ip[..len]).into_owned(),
         port,
     })
 }
 
-/// The primaries of the cluster other than this node, as this node sees them now.
+/// The primaries of the cluster other than this node that an invalidation waits for
+/// (`core::topology`), as this node sees them now.
 pub fn other_primaries(ctx: &Context) -> Vec<NodeId> {
-    let mut n: usize = 0;
-    // SAFETY: a live context; the list is freed below with its own function.
-    let list = unsafe { raw::RedisModule_GetClusterNodesList.unwrap()(ctx.ctx, &mut n) };
-    if list.is_null() {
+    // `CLUSTER NODES` rather than RM_GetClusterNodesList + RM_GetClusterNodeInfo: only it
+    // tells which primaries still serve slots (a failed one that was replaced does not).
+    let Ok(reply) = ctx.call("CLUSTER", &["NODES"][..]) else {
         return Vec::new();
-    }
-    // SAFETY: `n` pointers, each to a 40-byte id, as RM_GetClusterNodesList documents.
-    let ids: Vec<NodeId> = (0..n)
-        .map(|i| unsafe { NodeId::from_ptr(*list.add(i)) })
-        .collect();
-    // SAFETY: the list from RM_GetClusterNodesList, freed once.
-    unsafe { raw::RedisModule_FreeClusterNodesList.unwrap()(list) };
-    let master = raw::REDISMODULE_NODE_MASTER as c_int;
-    let myself = raw::REDISMODULE_NODE_MYSELF as c_int;
-    ids.into_iter()
-        .filter(|id| info(ctx, id).is_some_and(|i| i.flags & master != 0 && i.flags & myself == 0))
+    };
+    let text = match reply {
+        RedisValue::BulkString(s) => s.into_bytes(),
+        RedisValue::BulkRedisString(s) => s.as_slice().to_vec(),
+        other => match scan::bytes_of(&other) {
+            Some(b) => b,
+            None => return Vec::new(),
+        },
+    };
+    topology::primaries_to_wait_for(&String::from_utf8_lossy(&text))
+        .iter()
+        .filter_map(|id| NodeId::from_bytes(id))
         .collect()
 }
 
