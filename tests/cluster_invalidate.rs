@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use redis::cluster::ClusterConnection;
 use redis::Connection;
 use support::cluster::Cluster;
-use support::commands::counter;
-use support::server::{wait_until, Server};
+use support::commands::{counter, info_field};
+use support::server::{wait_caught_up, wait_until, Server};
 
 const HOUR: &str = "3600000";
 
@@ -31,15 +31,18 @@ fn tagcount(c: &mut Connection, tag: &str) -> i64 {
     redis::cmd("CACHE.TAGCOUNT").arg(tag).query(c).unwrap()
 }
 
-/// Every replica caught up with its primary (WAIT on each primary).
+/// Every replica has processed everything its primary sent. (WAIT would not do: it waits
+/// for the writes of its own connection, and these came through the cluster client's.)
 fn wait_replicas(cluster: &Cluster) {
-    for p in cluster.primaries() {
-        let n: i64 = redis::cmd("WAIT")
-            .arg(1)
-            .arg(10_000)
-            .query(&mut p.conn())
-            .unwrap();
-        assert_eq!(n, 1, "the replica of {} acknowledged", p.port);
+    for r in replicas(cluster) {
+        let mut rc = r.conn();
+        let port = info_field(&mut rc, "replication", "master_port").expect("a replica");
+        let primary = cluster
+            .nodes
+            .iter()
+            .find(|n| n.port.to_string() == port)
+            .expect("its primary");
+        wait_caught_up(&mut primary.conn(), &mut rc);
     }
 }
 
@@ -125,6 +128,29 @@ fn one_call_invalidates_on_every_primary_and_replica() {
             }
         }
     }
+    // Inside MULTI nothing waits: the reply is this node's count, and the other primaries
+    // are sent it all the same.
+    let keys: Vec<String> = (0..30).map(|i| format!("m:{i}")).collect();
+    for k in &keys {
+        tagset(&mut cc, k, &["multi"]);
+    }
+    let here = tagcount(&mut primaries[0].conn(), "multi");
+    let mut c = primaries[0].conn();
+    let (n,): (i64,) = redis::pipe()
+        .atomic()
+        .cmd("CACHE.TAGINVALIDATE")
+        .arg("multi")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, here, "this node's count");
+    assert!(wait_until(Duration::from_secs(10), || sum_counts(
+        &primaries, "multi"
+    ) == 0));
+    assert!(wait_until(Duration::from_secs(10), || counter(
+        &mut c,
+        "tag_invalidations_unconfirmed"
+    ) == 0));
+
     // A tag nobody carries: 0 from everyone, at once.
     let n: i64 = redis::cmd("CACHE.TAGINVALIDATE")
         .arg("nobody")
