@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use redis::{Commands, Connection, Value};
 use support::cluster::Cluster;
+use support::commands::counter;
 
 const HOUR: &str = "3600000";
 
@@ -172,8 +173,14 @@ fn commands_work_on_a_cluster() {
             .unwrap();
     }
     let mut seen: HashMap<String, String> = HashMap::new();
+    let mut queued_in_info = 0;
     for n in cluster.primaries() {
         let mut c = n.conn();
+        // INFO counts the events of every slot queue on the node.
+        let in_info = counter(&mut c, "wb_queue_length");
+        assert!(in_info > 0, "events on {}", n.port);
+        queued_in_info += in_info;
+        assert!(counter(&mut c, "wb_oldest_event_age_ms") < 60_000);
         let queues: Vec<String> = redis::cmd("CACHE.WBQUEUES").query(&mut c).unwrap();
         for q in queues {
             let entries: Vec<(String, Vec<String>)> = c.xrange_all(&q).unwrap();
@@ -189,4 +196,9 @@ fn commands_work_on_a_cluster() {
     let mut want: Vec<&String> = keys.iter().collect();
     want.sort();
     assert_eq!(all, want, "every event, on the node of its key");
+    assert_eq!(
+        queued_in_info,
+        keys.len() as i64,
+        "INFO's queue lengths add up"
+    );
 }

@@ -98,21 +98,23 @@ fn info(ctx: &Context, id: &NodeId) -> Option<NodeInfo> {
 pub fn other_primaries(ctx: &Context) -> Vec<NodeId> {
     // `CLUSTER NODES` rather than RM_GetClusterNodesList + RM_GetClusterNodeInfo: only it
     // tells which primaries still serve slots (a failed one that was replaced does not).
-    let Ok(reply) = ctx.call("CLUSTER", &["NODES"][..]) else {
+    let Some(text) = cluster_nodes(ctx) else {
         return Vec::new();
     };
-    let text = match reply {
-        RedisValue::BulkString(s) => s.into_bytes(),
-        RedisValue::BulkRedisString(s) => s.as_slice().to_vec(),
-        other => match scan::bytes_of(&other) {
-            Some(b) => b,
-            None => return Vec::new(),
-        },
-    };
-    topology::primaries_to_wait_for(&String::from_utf8_lossy(&text))
+    topology::primaries_to_wait_for(&text)
         .iter()
         .filter_map(|id| NodeId::from_bytes(id))
         .collect()
+}
+
+/// The text of `CLUSTER NODES` on this node.
+pub fn cluster_nodes(ctx: &Context) -> Option<String> {
+    let text = match ctx.call("CLUSTER", &["NODES"][..]).ok()? {
+        RedisValue::BulkString(s) => s.into_bytes(),
+        RedisValue::BulkRedisString(s) => s.as_slice().to_vec(),
+        other => scan::bytes_of(&other)?,
+    };
+    Some(String::from_utf8_lossy(&text).into_owned())
 }
 
 /// A node as an operator would name it: `<id> (<ip>:<port>)`.

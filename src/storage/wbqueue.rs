@@ -11,10 +11,10 @@ use redis_module::{raw, CallOptionsBuilder, CallResult, Context, ContextFlags};
 use redis_module::{RedisString, RedisValue};
 
 use super::arg::Arg;
-use super::scan;
 use super::server::{self, origin, Origin};
+use super::{bus, scan};
 use crate::config;
-use crate::core::slots;
+use crate::core::{slots, topology};
 use crate::error::CacheError;
 use crate::stats;
 
@@ -359,22 +359,34 @@ pub fn existing(ctx: &Context) -> Vec<Vec<u8>> {
     }
 }
 
-/// For INFO: the queue's length and the age of its oldest event (ms; 0 when empty), summed
-/// and maxed over the databases, as seen from `ctx`.
+/// For INFO: the queues' length and the age of their oldest event (ms; 0 when empty), summed
+/// and maxed over the databases, as seen from `ctx`. In a cluster, over the queues of the
+/// slots this node serves (one key lookup per slot: no walk of the keyspace).
 pub fn backlog(ctx: &Context, now_ms: i64) -> (u64, i64) {
-    let name = config::wb_queue();
+    let base = config::wb_queue();
+    let names: Vec<Vec<u8>> = if ctx.get_flags().contains(ContextFlags::CLUSTER) {
+        let nodes = bus::cluster_nodes(ctx).unwrap_or_default();
+        topology::my_slots(&nodes)
+            .into_iter()
+            .map(|slot| slots::name_in_slot(&base, slot))
+            .collect()
+    } else {
+        vec![base]
+    };
     let (mut len, mut oldest) = (0u64, 0i64);
     let original = server::selected_db(ctx);
     let mut db = 0;
     while server::select_db(ctx, db) {
-        with_name(ctx, &name, |key| {
-            if let Some((true, n)) = stream_length(key) {
-                len += n;
-                if let Some(ms) = first_id_ms(key) {
-                    oldest = oldest.max(now_ms.saturating_sub(ms));
+        for name in &names {
+            with_name(ctx, name, |key| {
+                if let Some((true, n)) = stream_length(key) {
+                    len += n;
+                    if let Some(ms) = first_id_ms(key) {
+                        oldest = oldest.max(now_ms.saturating_sub(ms));
+                    }
                 }
-            }
-        });
+            });
+        }
         db += 1;
     }
     server::select_db(ctx, original);
