@@ -8,8 +8,10 @@ mod support;
 use std::collections::HashMap;
 
 use redis::{Commands, Connection, Value};
+use std::time::Duration;
 use support::cluster::Cluster;
 use support::commands::counter;
+use support::server::wait_until;
 
 const HOUR: &str = "3600000";
 
@@ -200,5 +202,34 @@ fn commands_work_on_a_cluster() {
         queued_in_info,
         keys.len() as i64,
         "INFO's queue lengths add up"
+    );
+
+    // Replicas hold the queues too, and count them: their events came replicated.
+    let primary_ports: Vec<u16> = cluster.primaries().iter().map(|p| p.port).collect();
+    let on_replicas = || -> i64 {
+        cluster
+            .nodes
+            .iter()
+            .filter(|n| !primary_ports.contains(&n.port))
+            .map(|n| counter(&mut n.conn(), "wb_queue_length"))
+            .sum()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || on_replicas()
+            == keys.len() as i64),
+        "the replicas count {} events",
+        on_replicas()
+    );
+
+    // After a load (here DEBUG RELOAD: save, flush, load the RDB), the queues are found again.
+    let p = cluster.owner_of(&keys[0]);
+    let mut c = p.conn();
+    let before = counter(&mut c, "wb_queue_length");
+    assert!(before > 0);
+    let _: () = redis::cmd("DEBUG").arg("RELOAD").query(&mut c).unwrap();
+    assert_eq!(
+        counter(&mut c, "wb_queue_length"),
+        before,
+        "after DEBUG RELOAD"
     );
 }

@@ -53,12 +53,7 @@ pub fn tag_for_slot(slot: u16) -> &'static str {
 
 /// `base` named into the slot of `key`: `<base>:{<tag>}`.
 pub fn name_in_slot_of(base: &[u8], key: &[u8]) -> Vec<u8> {
-    name_in_slot(base, key_slot(key))
-}
-
-/// `base` named into `slot`: `<base>:{<tag>}`.
-pub fn name_in_slot(base: &[u8], slot: u16) -> Vec<u8> {
-    let tag = tag_for_slot(slot);
+    let tag = tag_for_slot(key_slot(key));
     let mut name = Vec::with_capacity(base.len() + tag.len() + 3);
     name.extend_from_slice(base);
     name.extend_from_slice(b":{");

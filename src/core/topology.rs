@@ -1,5 +1,4 @@
-//! What the module reads of `CLUSTER NODES`: which primaries a cluster-wide invalidation waits
-//! for, and which slots this node serves.
+//! Which primaries a cluster-wide invalidation waits for, read from `CLUSTER NODES`.
 //!
 //! Every primary but this node, with one exception: a primary that is failed and serves no
 //! slot. That is one whose replica took its place; it holds nothing anybody reads, and when it
@@ -9,8 +8,6 @@
 //!
 //! Each line of `CLUSTER NODES` is
 //! `<id> <ip:port@cport[,hostname]> <flags> <master> <ping> <pong> <epoch> <link> <slot> ...`.
-
-use super::slots::SLOTS;
 
 /// The ids of the primaries to wait for, from the text of `CLUSTER NODES` on this node.
 pub fn primaries_to_wait_for(nodes: &str) -> Vec<Vec<u8>> {
@@ -27,29 +24,6 @@ pub fn primaries_to_wait_for(nodes: &str) -> Vec<Vec<u8>> {
                 .then(|| id.as_bytes().to_vec())
         })
         .collect()
-}
-
-/// The slots this node serves, from the `myself` line of `CLUSTER NODES` (ranges `lo-hi` and
-/// single slots; the `[slot->-id]` and `[slot-<-id]` marks of a migration are not served
-/// ranges and are skipped).
-pub fn my_slots(nodes: &str) -> Vec<u16> {
-    let Some(line) = nodes.lines().find(|l| {
-        l.split_whitespace()
-            .nth(2)
-            .is_some_and(|f| f.split(',').any(|f| f == "myself"))
-    }) else {
-        return Vec::new();
-    };
-    let mut slots = Vec::new();
-    for field in line.split_whitespace().skip(8) {
-        let (lo, hi) = field.split_once('-').unwrap_or((field, field));
-        if let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) {
-            if lo <= hi && hi < SLOTS {
-                slots.extend(lo..=hi);
-            }
-        }
-    }
-    slots
 }
 
 #[cfg(test)]
@@ -77,19 +51,5 @@ hhh :0@0 master,noaddr - 1 1 9 disconnected
         assert_eq!(got, ["bbb", "ddd", "fff", "ggg"]);
         assert!(primaries_to_wait_for("").is_empty());
         assert!(primaries_to_wait_for("garbage\n\n x y\n").is_empty());
-    }
-
-    #[test]
-    fn my_slots_are_the_ranges_of_the_myself_line() {
-        let nodes = "\
-bbb 127.0.0.1:7001@17001 master - 0 1 2 connected 5461-10922
-aaa 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-2 7 16383 [8->-bbb] [9-<-bbb]
-";
-        assert_eq!(my_slots(nodes), [0, 1, 2, 7, 16383]);
-        let replica = "aaa 127.0.0.1:7000@17000 myself,slave bbb 0 0 1 connected\n";
-        assert!(my_slots(replica).is_empty());
-        assert!(my_slots("").is_empty());
-        let odd = "aaa x myself,master - 0 0 1 connected 20000-30000 5-3 x-y\n";
-        assert!(my_slots(odd).is_empty(), "nothing out of range or reversed");
     }
 }

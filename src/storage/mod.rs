@@ -10,6 +10,7 @@ pub mod key;
 pub mod landing;
 pub mod lease;
 pub mod notify;
+pub mod queues;
 pub mod replicate;
 pub mod scan;
 pub mod server;

@@ -12,9 +12,9 @@ use redis_module::{RedisString, RedisValue};
 
 use super::arg::Arg;
 use super::server::{self, origin, Origin};
-use super::{bus, scan};
+use super::{queues, scan};
 use crate::config;
-use crate::core::{slots, topology};
+use crate::core::slots;
 use crate::error::CacheError;
 use crate::stats;
 
@@ -360,26 +360,24 @@ pub fn existing(ctx: &Context) -> Vec<Vec<u8>> {
 }
 
 /// For INFO: the queues' length and the age of their oldest event (ms; 0 when empty), summed
-/// and maxed over the databases, as seen from `ctx`. In a cluster, over the queues of the
-/// slots this node serves (one key lookup per slot: no walk of the keyspace).
+/// and maxed over the databases, as seen from `ctx`. In a cluster, over the slot queues the
+/// node holds (`storage::queues`: a key lookup per queue, no walk of the keyspace).
 pub fn backlog(ctx: &Context, now_ms: i64) -> (u64, i64) {
-    let base = config::wb_queue();
-    let names: Vec<Vec<u8>> = if ctx.get_flags().contains(ContextFlags::CLUSTER) {
-        let nodes = bus::cluster_nodes(ctx).unwrap_or_default();
-        topology::my_slots(&nodes)
-            .into_iter()
-            .map(|slot| slots::name_in_slot(&base, slot))
-            .collect()
+    let in_cluster = ctx.get_flags().contains(ContextFlags::CLUSTER);
+    let names = if in_cluster {
+        queues::known()
     } else {
-        vec![base]
+        vec![config::wb_queue()]
     };
+    let mut held = vec![false; names.len()];
     let (mut len, mut oldest) = (0u64, 0i64);
     let original = server::selected_db(ctx);
     let mut db = 0;
     while server::select_db(ctx, db) {
-        for name in &names {
+        for (name, held) in names.iter().zip(held.iter_mut()) {
             with_name(ctx, name, |key| {
                 if let Some((true, n)) = stream_length(key) {
+                    *held = true;
                     len += n;
                     if let Some(ms) = first_id_ms(key) {
                         oldest = oldest.max(now_ms.saturating_sub(ms));
@@ -388,6 +386,11 @@ pub fn backlog(ctx: &Context, now_ms: i64) -> (u64, i64) {
             });
         }
         db += 1;
+    }
+    if in_cluster {
+        for (name, _) in names.iter().zip(&held).filter(|(_, held)| !**held) {
+            queues::forget(name);
+        }
     }
     server::select_db(ctx, original);
     (len, oldest)

@@ -11,7 +11,7 @@ use super::{arm_once, blocked, on_key, rebuild};
 use crate::guard;
 use crate::storage::arg::Arg;
 use crate::storage::key::{index_landed, open_entry};
-use crate::storage::{landing, server, tagindex, unlinked};
+use crate::storage::{bus, landing, queues, server, tagindex, unlinked, wbqueue};
 
 /// How long the landing timer waits before it tries again while the server takes no writes.
 const RETRY_MS: i64 = 100;
@@ -23,10 +23,10 @@ thread_local! {
     static MOVED_FROM_DB: Cell<Option<i32>> = const { Cell::new(None) };
 }
 
-/// A generic, expiry or eviction event on `key`.
+/// A generic, expiry, eviction or stream event on `key`.
 extern "C" fn on_keyspace_event(
     ctx: *mut raw::RedisModuleCtx,
-    _class: c_int,
+    class: c_int,
     event: *const c_char,
     key: *mut raw::RedisModuleString,
 ) -> c_int {
@@ -35,10 +35,20 @@ extern "C" fn on_keyspace_event(
             let ctx = Context::new(ctx);
             // SAFETY: Redis passes the event's name (a C string) and key, alive for the call.
             let (event, name) = unsafe { (CStr::from_ptr(event).to_bytes(), Arg::from_raw(key)) };
+            if class & raw::REDISMODULE_NOTIFY_STREAM as c_int != 0 {
+                // An `XADD` may have made a write-behind queue (the module's own append raises
+                // it too, on the primary and, replicated, on its replicas). Nothing else here
+                // is about streams.
+                if event == b"xadd" {
+                    queues::noticed(name.as_slice());
+                }
+                return 0;
+            }
             match event {
                 b"copy_to" | b"rename_to" | b"move_to" | b"restore" => {
                     // On every server, replicas and loads included: the index follows.
                     index_landed(&ctx, &name);
+                    queues::noticed(name.as_slice());
                     if matches!(open_entry(&ctx, &name), Ok(Some(_)))
                         && landing::landed(&ctx, &name)
                     {
@@ -68,6 +78,15 @@ extern "C" fn on_keyspace_event(
         },
         || 0,
     )
+}
+
+/// The write-behind queues a load brought: looked for once in the keyspace.
+fn notice_loaded_queues(ctx: &Context) {
+    if bus::in_cluster(ctx) {
+        for name in wbqueue::existing(ctx) {
+            queues::noticed(&name);
+        }
+    }
 }
 
 /// A flush, `SWAPDB`, or a load: the waiters all look again, and the tag index follows.
@@ -100,14 +119,21 @@ extern "C" fn on_server_event(
                 }
                 raw::REDISMODULE_EVENT_LOADING => match subevent {
                     raw::REDISMODULE_SUBEVENT_LOADING_ENDED
-                    | raw::REDISMODULE_SUBEVENT_LOADING_FAILED => rebuild::rebuild(&ctx),
+                    | raw::REDISMODULE_SUBEVENT_LOADING_FAILED => {
+                        rebuild::rebuild(&ctx);
+                        notice_loaded_queues(&ctx);
+                    }
                     // RDB, AOF or full sync starting: what it loads replaces the keyspace.
-                    _ => tagindex::with(|ix| ix.clear()),
+                    _ => {
+                        tagindex::with(|ix| ix.clear());
+                        queues::clear();
+                    }
                 },
                 raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD
                     if subevent == raw::REDISMODULE_SUBEVENT_REPL_ASYNC_LOAD_COMPLETED =>
                 {
-                    rebuild::rebuild(&ctx)
+                    rebuild::rebuild(&ctx);
+                    notice_loaded_queues(&ctx);
                 }
                 _ => {}
             }
@@ -154,10 +180,11 @@ pub fn subscribe(ctx: &Context) -> Result<(), &'static str> {
             // can end a lease or put an entry on a name without a command of ours. Not the
             // per-type classes: a key taken by another type leaves its callers to their
             // timeout anyway, and the hot write paths of strings, hashes and the rest stay
-            // free of this callback.
+            // free of this callback. Streams for the write-behind queues (`storage::queues`).
             (raw::REDISMODULE_NOTIFY_GENERIC
                 | raw::REDISMODULE_NOTIFY_EXPIRED
-                | raw::REDISMODULE_NOTIFY_EVICTED) as c_int,
+                | raw::REDISMODULE_NOTIFY_EVICTED
+                | raw::REDISMODULE_NOTIFY_STREAM) as c_int,
             Some(on_keyspace_event),
         ) != ok
         {
