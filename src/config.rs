@@ -3,13 +3,14 @@
 //! (`cache.lease-ms 3000`) and with `CONFIG SET/GET`.
 
 use std::os::raw::c_char;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use redis_module::configuration::ConfigurationContext;
-use redis_module::{raw, ConfigurationValue, RedisError, RedisString};
+use redis_module::{enum_configuration, raw, ConfigurationValue, RedisError, RedisString};
 
 use crate::core::number;
+use crate::core::xfetch::Election;
 use crate::error::CacheError;
 
 pub const DEFAULT_BETA: &str = "1";
@@ -29,6 +30,40 @@ pub static GRACE_MS: AtomicI64 = AtomicI64::new(DEFAULT_GRACE_MS);
 pub static DEFAULT_DELTA: AtomicI64 = AtomicI64::new(DEFAULT_DELTA_MS);
 /// `cache.beta`: XFetch eagerness when GETX gives no `BETA`.
 pub static BETA: BetaConfig = BetaConfig::new(1.0);
+
+enum_configuration! {
+    /// `cache.refresh`'s values, as `CONFIG GET` shows them (`core::xfetch::Election`).
+    #[allow(non_camel_case_types)]
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum RefreshMode {
+        window = 0,
+        xfetch = 1,
+    }
+}
+
+/// `cache.refresh`: how GETX elects the caller that refreshes a value before it expires.
+pub static REFRESH: RefreshConfig = RefreshConfig(AtomicI32::new(RefreshMode::window as i32));
+
+/// An enum config read on every GETX: an atomic, not a lock.
+pub struct RefreshConfig(AtomicI32);
+
+impl ConfigurationValue<RefreshMode> for RefreshConfig {
+    fn get(&self, _ctx: &ConfigurationContext) -> RefreshMode {
+        RefreshMode::try_from(self.0.load(Ordering::Relaxed)).unwrap_or(RefreshMode::window)
+    }
+
+    fn set(&self, _ctx: &ConfigurationContext, val: RefreshMode) -> Result<(), RedisError> {
+        self.0.store(val as i32, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+pub fn refresh() -> Election {
+    match REFRESH.0.load(Ordering::Relaxed) {
+        x if x == RefreshMode::xfetch as i32 => Election::Xfetch,
+        _ => Election::Window,
+    }
+}
 
 pub const DEFAULT_TAG_TIMEOUT_MS: i64 = 2_000;
 /// `cache.tag-timeout-ms`: how long `CACHE.TAGINVALIDATE` waits in a cluster for the other

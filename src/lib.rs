@@ -73,7 +73,9 @@ redis_module! {
             ["wb-group", &config::WB_GROUP, config::DEFAULT_WB_GROUP, ConfigurationFlags::DEFAULT, None],
         ],
         bool: [],
-        enum: [],
+        enum: [
+            ["refresh", &config::REFRESH, config::RefreshMode::window, ConfigurationFlags::DEFAULT, None],
+        ],
         module_args_as_configuration: true,
     ]
 }

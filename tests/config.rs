@@ -14,6 +14,8 @@ fn defaults() {
     assert_eq!(config_get(&mut c, "cache.lease-ms"), "5000");
     assert_eq!(config_get(&mut c, "cache.grace-ms"), "0");
     assert_eq!(config_get(&mut c, "cache.default-delta-ms"), "100");
+    assert_eq!(config_get(&mut c, "cache.refresh"), "window");
+    assert_eq!(config_get(&mut c, "cache.tag-timeout-ms"), "2000");
 }
 
 #[test]
@@ -52,6 +54,9 @@ fn config_set_validates_and_changes_nothing_on_error() {
         // Entries store both in 32 bits.
         ("cache.grace-ms", "4294967296"),
         ("cache.default-delta-ms", "4294967296"),
+        ("cache.refresh", "sometimes"),
+        ("cache.refresh", ""),
+        ("cache.tag-timeout-ms", "0"),
     ] {
         let before = config_get(&mut c, name);
         assert!(
@@ -62,6 +67,8 @@ fn config_set_validates_and_changes_nothing_on_error() {
     }
     config_set(&mut c, "cache.beta", "0.5").unwrap();
     assert_eq!(config_get(&mut c, "cache.beta"), "0.5");
+    config_set(&mut c, "cache.refresh", "xfetch").unwrap();
+    assert_eq!(config_get(&mut c, "cache.refresh"), "xfetch");
 }
 
 #[test]

@@ -313,6 +313,40 @@ fn huge_beta_elects_a_refresh_on_a_fresh_entry() {
     assert_eq!(getx(&mut c, "k", &[]).0, Some(b"v2".to_vec()));
 }
 
+/// `cache.refresh window` (the default): HIT until `(1 + beta) * delta` before expiry, then
+/// the first reader is elected; `xfetch` draws instead (here, a huge beta elects at once).
+#[test]
+fn the_window_elects_the_first_reader_near_expiry() {
+    let s = Server::start();
+    let mut c = s.conn();
+    // Fresh for 6 s, delta 1 s: the window opens 2 s before expiry (beta 1).
+    set(&mut c, "k", b"v", &["PX", "6000", "DELTA", "1000"]).unwrap();
+    let until = server_ms(&mut c) + 6_000;
+    while server_ms(&mut c) < until - 2_500 {
+        assert_eq!(getx(&mut c, "k", &[]).1, "HIT", "outside the window");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    while server_ms(&mut c) < until - 1_900 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let (v, status, token) = getx(&mut c, "k", &[]);
+    assert_eq!(
+        (v.as_deref(), status.as_str()),
+        (Some(&b"v"[..]), "REFRESH")
+    );
+    assert!(token.is_some());
+    assert_eq!(getx(&mut c, "k", &[]).1, "HIT", "one lease at a time");
+    // BETA widens the window: 3 s before expiry with BETA 2.
+    set(&mut c, "w", b"v", &["PX", "2800", "DELTA", "1000"]).unwrap();
+    assert_eq!(getx(&mut c, "w", &["BETA", "0.5"]).1, "HIT");
+    assert_eq!(getx(&mut c, "w", &["BETA", "2"]).1, "REFRESH");
+    // XFetch behind the config.
+    config_set(&mut c, "cache.refresh", "xfetch").unwrap();
+    set(&mut c, "x", b"v", &["PX", "3600000", "DELTA", "1000"]).unwrap();
+    assert_eq!(getx(&mut c, "x", &[]).1, "HIT");
+    assert_eq!(getx(&mut c, "x", &["BETA", HUGE_BETA]).1, "REFRESH");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fencing.
 // ---------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 //! `CACHE.GETX key [BETA beta] [LEASE ms]`
 //!
-//! Read with XFetch early expiration decided in the server, at most one recompute in flight
-//! per key. Reply `[value or nil, status, token or nil]`. Never blocks. A read that grants no
-//! lease changes nothing and replicates nothing; a lease grant replicates the lease.
+//! Read with early refresh decided in the server (`cache.refresh`: a window before expiry, or
+//! XFetch), at most one recompute in flight per key. Reply
+//! `[value or nil, status, token or nil]`. Never blocks. A read that grants no lease changes
+//! nothing and replicates nothing; a lease grant replicates the lease.
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -59,7 +60,7 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     let decision = {
         let key = open_entry(ctx, name)?;
         let entry = key.as_ref().map(|k| k.entry());
-        let decision = decide(entry, now, beta, uniform_open0_closed1);
+        let decision = decide(entry, now, beta, config::refresh(), uniform_open0_closed1);
         if !decision.grant {
             reply::read::answer(ctx, entry, decision.status, now);
             return Ok(RedisValue::NoReply);

@@ -78,7 +78,7 @@ pub const COMMANDS: &[CommandSpec] = &[
         acl_categories: c"write fast",
         arity: -2,
         keys: Keys::First(KeyAccess::ReadUpdate),
-        summary: c"Reads with early refresh decided in the server (XFetch), at most one recompute in flight: [value, status, token].",
+        summary: c"Reads with early refresh decided in the server (a window before expiry, or XFetch), at most one recompute in flight: [value, status, token].",
         complexity: c"O(1)",
         since: SINCE,
         args: &[
