@@ -204,11 +204,6 @@ fn follows_a_failover() {
     let mut cluster = Cluster::start(true);
     let db = Db::sqlite();
     let replica = cluster.replica_of(0);
-    let worker = cluster_worker(
-        &cluster.nodes[0],
-        &db,
-        &["--block-ms", "200", "--progress-secs", "1"],
-    );
     let keys = keys_in(0..16384, 300, "user");
     let on_killed = keys
         .iter()
@@ -219,6 +214,13 @@ fn follows_a_failover() {
         "node 0 serves slots 0-5460: {on_killed} keys"
     );
     let producer = Producer::start(&cluster, keys, true);
+    // Started once every key's queue exists, so its first listing finds them all.
+    producer.wait_for(300, "a write to every key");
+    let worker = cluster_worker(
+        &cluster.nodes[0],
+        &db,
+        &["--block-ms", "200", "--progress-secs", "1"],
+    );
     producer.wait_for(1500, "writes before the kill");
     wait_until(Duration::from_secs(30), "the worker draining", || {
         db.rows().len() > 100
@@ -298,12 +300,13 @@ fn follows_resharding() {
     // Slots 0-299 are what `reshard` takes from node 0 (which serves 0-5460) first.
     let mut keys = keys_in(0..300, 300, "moved");
     keys.extend(keys_in(5461..16384, 100, "stays"));
+    let producer = Producer::start(&cluster, keys.clone(), false);
+    producer.wait_for(400, "a write to every key");
     let worker = cluster_worker(
         &cluster.nodes[2],
         &db,
         &["--block-ms", "200", "--progress-secs", "1"],
     );
-    let producer = Producer::start(&cluster, keys.clone(), false);
     producer.wait_for(1000, "writes before the reshard");
     wait_until(Duration::from_secs(30), "the worker draining", || {
         db.rows().len() > 100

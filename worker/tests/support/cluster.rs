@@ -177,6 +177,22 @@ impl Cluster {
             .find(|n| n.running())
             .expect("a node runs");
         let at = format!("127.0.0.1:{}", any.port);
+        // `reshard` refuses to start while the nodes' views of the slots still differ (gossip
+        // settles within moments of a change, slower under load).
+        wait_until(
+            Duration::from_secs(20),
+            "the nodes to agree on the slots",
+            || {
+                let out = Command::new("redis-cli")
+                    .args(["--cluster", "check", &at])
+                    .output()
+                    .expect("redis-cli");
+                let text = String::from_utf8_lossy(&out.stdout);
+                text.contains("[OK] All nodes agree about slots configuration.")
+                    && text.contains("[OK] All 16384 slots covered.")
+                    && !text.contains("[WARNING]")
+            },
+        );
         let slots = slots.to_string();
         redis_cli(&[
             "--cluster",
