@@ -1,7 +1,8 @@
 //! The worker on a real six-node Redis Cluster (three primaries, a replica each, the module on
 //! every node) with `--cluster` and one seed: it finds every primary's queues, drains them all,
 //! follows a failover (a primary killed with -9, its replica promoted) and resharding (slots
-//! and their queues moved while it drains), and leaves nothing pending or unread.
+//! and their queues moved while it drains, and while it holds read but unacknowledged
+//! entries), with one drain loop per queue, and leaves nothing pending or unread.
 
 mod support;
 
@@ -64,6 +65,28 @@ fn table_is(db: &Db, acked: &Acked) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Waits (40 s at most) until `check` passes, failing with its last complaint and the
+/// worker's log.
+fn settle(worker: &Worker, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while let Err(e) = check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{e}\nworker log:\n{}",
+            worker.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether no queue on any running primary has unread or pending entries.
+fn no_backlog(cluster: &Cluster) -> Result<(), String> {
+    match cluster.backlog() {
+        (0, 0) => Ok(()),
+        b => Err(format!("backlog (unread, pending) {b:?}")),
+    }
 }
 
 /// Writes `rounds` values to each key; every write is acknowledged (a failed one is retried).
@@ -258,20 +281,9 @@ fn follows_a_failover() {
                 return Err(format!("{key}: row {row:?}, confirmed {version} {value}"));
             }
         }
-        if cluster.backlog() != (0, 0) {
-            return Err(format!("backlog {:?}", cluster.backlog()));
-        }
-        Ok(())
+        no_backlog(&cluster)
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
-    while let Err(e) = check() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{e}\nworker log:\n{}",
-            worker.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    settle(&worker, check);
     assert_eq!(acked.len(), 300, "every key confirmed at least once");
     let log = worker.log();
     assert!(
@@ -286,12 +298,19 @@ fn follows_a_failover() {
             .any(|(i, q)| *i == replica && !q.is_empty()),
         "the promoted node holds queues"
     );
+    let started = loops_started(&log);
+    assert_eq!(started.len(), 300, "a loop per queue:\n{log}");
+    assert!(
+        started.values().all(|&n| n == 1),
+        "one loop per queue:\n{log}"
+    );
 }
 
 /// While a producer writes and the worker drains, 300 slots (each with a key and its queue)
 /// move from the first primary to the second with `redis-cli --cluster reshard`. The worker
-/// follows each queue to its new node (`MOVED`), so afterwards the table holds the last
-/// acknowledged value of every key, and no queue on any node has unread or pending entries.
+/// follows each queue to its new node (`MOVED`), with the one loop each queue has, so
+/// afterwards the table holds the last acknowledged value of every key, and no queue on any
+/// node has unread or pending entries.
 #[test]
 fn follows_resharding() {
     let cluster = Cluster::start(false);
@@ -326,30 +345,111 @@ fn follows_resharding() {
     assert!(slots_of(to).iter().filter(|&&s| s < 300).count() >= 300);
     assert!(slots_of(from).iter().all(|&s| s >= 300));
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
-    loop {
-        let state = table_is(&db, &acked).and_then(|()| match cluster.backlog() {
-            (0, 0) => Ok(()),
-            b => Err(format!("backlog {b:?}")),
-        });
-        match state {
-            Ok(()) => break,
-            Err(e) => assert!(
-                std::time::Instant::now() < deadline,
-                "{e}\nworker log:\n{}",
-                worker.log()
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    settle(&worker, || {
+        table_is(&db, &acked)?;
+        no_backlog(&cluster)
+    });
     let log = worker.log();
     assert!(
         log.contains("following the queue to") || log.contains(" is now on "),
         "the worker followed moved queues:\n{log}"
+    );
+    let started = loops_started(&log);
+    assert_eq!(started.len(), keys.len(), "a loop per queue:\n{log}");
+    assert!(
+        started.values().all(|&n| n == 1),
+        "one loop per queue:\n{log}"
     );
     let last = log.lines().rev().find(|l| l.contains("progress:"));
     assert!(
         last.is_some_and(|l| l.contains(" dead=0")),
         "nothing dead-lettered:\n{log}"
     );
+}
+
+/// The queues a worker log says it started a drain loop for, each with how many times.
+fn loops_started(log: &str) -> HashMap<String, usize> {
+    let mut started = HashMap::new();
+    for line in log.lines() {
+        if let Some(rest) = line.split("draining ").nth(1) {
+            let queue = rest.split(" on ").next().unwrap_or(rest).to_string();
+            *started.entry(queue).or_insert(0) += 1;
+        }
+    }
+    started
+}
+
+/// The worker has read every event of 50 slots' queues and is storing them, but SQLite is
+/// locked, so none is acknowledged; the slots then move to another primary, the pending
+/// entries with their streams. Once the database is free the worker commits, its `XACK` on
+/// the old node answers `MOVED`, and on the new node it reads its own pending entries again
+/// from id 0 and acknowledges them there: the table is complete, nothing is left pending
+/// anywhere, and each queue had exactly one drain loop all along.
+#[test]
+fn pending_entries_are_finished_on_the_new_node() {
+    let cluster = Cluster::start(false);
+    let db = Db::sqlite();
+    let (from, to) = (0, 1);
+    let keys = keys_in(0..50, 50, "held");
+    let acked = write_rounds(&mut cluster.client(), &keys, 2);
+    let queues: Vec<String> = cluster
+        .queues()
+        .into_iter()
+        .find(|(i, _)| *i == from)
+        .expect("the first primary")
+        .1
+        .into_iter()
+        .filter(|q| get_slot(q.as_bytes()) < 50)
+        .collect();
+    assert_eq!(queues.len(), 50);
+    let pending_on = |node: usize| -> u64 {
+        let mut con = cluster.nodes[node].con();
+        queues
+            .iter()
+            .map(
+                |q| match redis::cmd("XPENDING").arg(q).arg(GROUP).query(&mut con) {
+                    Ok(redis::Value::Array(a)) => redis::from_redis_value(&a[0]).unwrap_or(0),
+                    _ => 0, // not on this node
+                },
+            )
+            .sum()
+    };
+
+    // A writer holding SQLite's write lock: the worker's transactions wait and are retried.
+    let lock = rusqlite::Connection::open(db.sqlite_path()).unwrap();
+    lock.pragma_update(None, "journal_mode", "WAL").unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let worker = cluster_worker(
+        &cluster.nodes[2],
+        &db,
+        &["--block-ms", "200", "--progress-secs", "1"],
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "every event read, none stored",
+        || pending_on(from) == 100,
+    );
+
+    cluster.reshard(from, to, 50);
+    assert_eq!(
+        pending_on(to),
+        100,
+        "the pending entries moved with the streams"
+    );
+    lock.execute_batch("COMMIT").unwrap();
+    drop(lock);
+
+    settle(&worker, || {
+        table_is(&db, &acked)?;
+        no_backlog(&cluster)
+    });
+    let log = worker.log();
+    assert!(
+        log.contains("Moved: ") && log.contains("following the queue to"),
+        "told MOVED after the move, and followed:\n{log}"
+    );
+    let started = loops_started(&log);
+    for q in &queues {
+        assert_eq!(started.get(q), Some(&1), "one loop for {q}:\n{log}");
+    }
 }
