@@ -166,6 +166,17 @@ impl Server {
         stream::discover(self.con()?).inspect_err(|_| self.con = None)
     }
 
+    /// Whether the server says it is a node of a cluster (`INFO cluster`).
+    fn in_cluster(&mut self) -> bool {
+        let Ok(con) = self.con() else {
+            return false;
+        };
+        redis::cmd("INFO")
+            .arg("cluster")
+            .query::<String>(con)
+            .is_ok_and(|info| info.contains("cluster_enabled:1"))
+    }
+
     /// A standalone server's queues: the given ones, else what it lists, else the default.
     fn discover(&mut self, given: &[String]) -> redis::RedisResult<Vec<String>> {
         if !given.is_empty() {
@@ -243,6 +254,13 @@ impl Standalone {
         for server in &mut self.servers {
             if cli.once && server.queues.is_some() {
                 continue;
+            }
+            if server.queues.is_none() && server.in_cluster() {
+                log(&format!(
+                    "{} is a cluster node: without --cluster only the servers given are drained, \
+                     and failovers and resharding are not followed",
+                    server.node.name
+                ));
             }
             match server.discover(&cli.queues) {
                 Ok(queues) => {

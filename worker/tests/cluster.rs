@@ -104,7 +104,8 @@ fn write_rounds(con: &mut ClusterConnection, keys: &[String], rounds: usize) -> 
 
 /// Writes over 400 keys in as many slots, all nodes holding queues; one worker given a
 /// replica as its only seed drains every primary's queues with `--once` and exits 0; the
-/// table is the last value of each key, and no queue has anything unread or pending.
+/// table is the last value of each key, and no queue has anything unread or pending. Given a
+/// cluster node without `--cluster`, the worker warns that it drains only that node.
 fn drains_every_primary(db: Db) {
     let cluster = Cluster::start(false);
     let keys = keys_in(0..16384, 400, "user");
@@ -124,6 +125,12 @@ fn drains_every_primary(db: Db) {
     let log = finish(cluster_worker(seed, &db, &["--once", "--block-ms", "100"]));
     table_is(&db, &acked).unwrap_or_else(|e| panic!("{e}\nworker log:\n{log}"));
     assert_eq!(cluster.backlog(), (0, 0), "{log}");
+    // Without --cluster, given a cluster node, the worker says what it does not do.
+    let plain = finish(Worker::start(&cluster.nodes[0], &db, &["--once"]));
+    assert!(
+        plain.contains("is a cluster node: without --cluster"),
+        "{plain}"
+    );
 }
 
 on_both_databases!(drains_every_primary: drains_a_cluster_sqlite, drains_a_cluster_postgres);
