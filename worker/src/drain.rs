@@ -3,6 +3,7 @@
 //! acknowledge it after the commit. Redis errors end the session and a new one starts after a
 //! backoff; nothing is lost, since unacknowledged entries stay pending and are read again.
 
+use crate::cluster::Route;
 use crate::coalesce::{coalesce, KeyWrite};
 use crate::event::{Event, StreamEntry};
 use crate::retry::{batch_verdict, Attempts, Backoff, BatchVerdict, Verdict};
@@ -29,7 +30,9 @@ pub struct Settings {
 const CLAIM_EVERY: Duration = Duration::from_secs(1);
 
 pub struct QueueDrain {
-    pub url: String,
+    pub route: Arc<Route>,
+    /// The node of the current session, for the log.
+    at: String,
     pub queue: String,
     pub settings: Arc<Settings>,
     pub sink: Box<dyn Sink>,
@@ -44,20 +47,31 @@ fn log(msg: &str) {
 
 /// Sleeps `total` in short steps, returning early (true) when asked to stop.
 pub fn sleep_unless_stopped(stop: &AtomicBool, total: Duration) -> bool {
-    let until = Instant::now() + total;
+    pause(stop, total, || false)
+}
+
+/// The least a retry waits even when its queue has moved, so two nodes that disagree for a
+/// moment about a slot (each redirecting to the other) do not make a loop spin.
+const MIN_RETRY: Duration = Duration::from_millis(20);
+
+/// Sleeps `total` in short steps: true when asked to stop; false at the end, or once `wake`
+/// holds (after at least `MIN_RETRY`).
+fn pause(stop: &AtomicBool, total: Duration, wake: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    let until = start + total;
     while !stop.load(Ordering::SeqCst) {
         let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if left.is_zero() || (start.elapsed() >= MIN_RETRY && wake()) {
             return false;
         }
-        std::thread::sleep(left.min(Duration::from_millis(50)));
+        std::thread::sleep(left.min(Duration::from_millis(20)));
     }
     true
 }
 
 impl QueueDrain {
     pub fn new(
-        url: String,
+        route: Arc<Route>,
         queue: String,
         settings: Arc<Settings>,
         sink: Box<dyn Sink>,
@@ -66,7 +80,8 @@ impl QueueDrain {
     ) -> Self {
         let attempts = Attempts::new(settings.max_attempts);
         QueueDrain {
-            url,
+            at: route.node().name,
+            route,
             queue,
             settings,
             sink,
@@ -87,18 +102,23 @@ impl QueueDrain {
             if self.stopping() {
                 return;
             }
+            let seen = self.route.generation();
             match self.session(&mut backoff) {
                 Ok(()) => return,
                 Err(e) => {
                     Stats::add(&self.stats.failures, 1);
                     let delay = backoff.next_delay();
-                    log(&format!(
-                        "{} {}: redis: {e}; reconnecting in {} ms",
-                        self.url,
-                        self.queue,
-                        delay.as_millis()
-                    ));
-                    if sleep_unless_stopped(&self.stop, delay) {
+                    let moved = self.route.failed(&e);
+                    let next = if moved {
+                        format!("following the queue to {}", self.route.node().name)
+                    } else {
+                        format!("reconnecting in {} ms", delay.as_millis())
+                    };
+                    log(&format!("{} {}: redis: {e}; {next}", self.at, self.queue));
+                    // A queue that moved (MOVED, or the main thread saw a failover or a
+                    // reshard) is looked for on its new node without waiting out the backoff.
+                    let route = Arc::clone(&self.route);
+                    if pause(&self.stop, delay, || route.generation() != seen) {
                         return;
                     }
                 }
@@ -106,8 +126,10 @@ impl QueueDrain {
         }
     }
 
-    fn connect(&self) -> RedisResult<redis::Connection> {
-        let client = redis::Client::open(self.url.as_str())?;
+    fn connect(&mut self) -> RedisResult<redis::Connection> {
+        let node = self.route.node();
+        self.at = node.name;
+        let client = redis::Client::open(node.info)?;
         let con = client.get_connection_with_timeout(Duration::from_secs(5))?;
         // A blocked XREADGROUP answers within block-ms; anything much later is a dead peer.
         let timeout = Duration::from_millis(self.settings.block_ms) + Duration::from_secs(10);
@@ -320,7 +342,7 @@ impl QueueDrain {
         };
         log(&format!(
             "{} {}: {what} ({keys} keys): {err}",
-            self.url, self.queue
+            self.at, self.queue
         ));
     }
 
@@ -343,7 +365,7 @@ impl QueueDrain {
         Stats::add(&self.stats.dead, 1);
         log(&format!(
             "{} {}: entry {} moved to {} after {attempts} attempt(s): {error}",
-            self.url,
+            self.at,
             self.queue,
             entry.id,
             stream::dead_letter_queue(&self.queue)

@@ -2,9 +2,11 @@
 //! sink writes a slice of events in one transaction and reports whether a failure is the
 //! database's (retry the same writes) or the events' (count it against them).
 
+mod pool;
 mod postgres;
 mod sqlite;
 
+pub use self::pool::SinkPool;
 pub use self::postgres::PostgresSink;
 pub use self::sqlite::SqliteSink;
 

@@ -13,6 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
+pub mod cluster;
 pub mod no_loss;
 
 pub const QUEUE: &str = "cache:wb";
@@ -103,6 +104,27 @@ impl Redis {
             primary.port.to_string(),
         ];
         Redis::start_args(false, "everysec", args)
+    }
+
+    /// A node for a Redis Cluster (`cluster::Cluster` joins them), with the module loaded.
+    /// The node timeout is short, so a killed primary's replica takes over within seconds.
+    pub fn cluster_node(appendonly: bool, fsync: &'static str) -> Redis {
+        let mut args = vec![
+            "--loadmodule".to_string(),
+            module_path().display().to_string(),
+        ];
+        for (name, value) in [
+            ("cluster-enabled", "yes"),
+            ("cluster-config-file", "nodes.conf"),
+            ("cluster-node-timeout", "3000"),
+        ] {
+            args.extend([format!("--{name}"), value.to_string()]);
+        }
+        Redis::start_args(appendonly, fsync, args)
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
     }
 
     fn start_args(appendonly: bool, fsync: &'static str, extra: Vec<String>) -> Redis {
