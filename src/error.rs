@@ -45,6 +45,10 @@ pub enum CacheError {
     QueueNoPerm(String),
     /// The write-behind queue's key holds something other than a stream.
     QueueWrongType(String),
+    /// In a cluster, the queue of the key's slot is not on this node while the slot moves
+    /// (migrating: it went ahead of the key; importing: it has not come yet). Core Redis gives
+    /// multi-key commands `TRYAGAIN` in the same spot; clients retry it.
+    SlotMoving { slot: u16, importing: bool },
     /// A panic was caught: a bug, reported instead of crashing the server.
     Internal,
 }
@@ -108,6 +112,11 @@ impl std::fmt::Display for CacheError {
             CacheError::QueueWrongType(queue) => write!(
                 f,
                 "WRONGTYPE write-behind queue '{queue}' holds a key that is not a stream"
+            ),
+            CacheError::SlotMoving { slot, importing } => write!(
+                f,
+                "TRYAGAIN slot {slot} is {} and its write-behind queue is not on this node yet: nothing written, try again",
+                if *importing { "importing" } else { "migrating" }
             ),
             CacheError::Internal => write!(f, "ERR internal error in the cache module"),
         }
