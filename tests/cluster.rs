@@ -7,18 +7,10 @@ mod support;
 
 use std::collections::HashMap;
 
-use redis::{Commands, Connection, Value};
-use support::cluster::Cluster;
+use redis::{Commands, Value};
+use support::cluster::{key_slot as slot, Cluster};
 
 const HOUR: &str = "3600000";
-
-fn slot(c: &mut Connection, key: &str) -> i64 {
-    redis::cmd("CLUSTER")
-        .arg("KEYSLOT")
-        .arg(key)
-        .query(c)
-        .unwrap()
-}
 
 #[test]
 fn commands_work_on_a_cluster() {
