@@ -51,6 +51,10 @@ pub enum CacheError {
         silent: Vec<String>,
         of: usize,
     },
+    /// In a cluster, the queue of the key's slot is not on this node while the slot moves
+    /// (migrating: it went ahead of the key; importing: it has not come yet). Core Redis gives
+    /// multi-key commands `TRYAGAIN` in the same spot; clients retry it.
+    SlotMoving { slot: u16, importing: bool },
     /// A panic was caught: a bug, reported instead of crashing the server.
     Internal,
 }
@@ -120,6 +124,11 @@ impl std::fmt::Display for CacheError {
                 "TIMEOUT tag invalidation not confirmed within {ms} ms by {} of the {of} other primaries: {}; it is in force on the others and is resent until these confirm",
                 silent.len(),
                 silent.join(", ")
+            ),
+            CacheError::SlotMoving { slot, importing } => write!(
+                f,
+                "TRYAGAIN slot {slot} is {} and its write-behind queue is not on this node yet: nothing written, try again",
+                if *importing { "importing" } else { "migrating" }
             ),
             CacheError::Internal => write!(f, "ERR internal error in the cache module"),
         }

@@ -7,21 +7,13 @@ mod support;
 
 use std::collections::HashMap;
 
-use redis::{Commands, Connection, Value};
+use redis::{Commands, Value};
 use std::time::Duration;
-use support::cluster::Cluster;
+use support::cluster::{key_slot as slot, Cluster};
 use support::commands::counter;
 use support::server::wait_until;
 
 const HOUR: &str = "3600000";
-
-fn slot(c: &mut Connection, key: &str) -> i64 {
-    redis::cmd("CLUSTER")
-        .arg("KEYSLOT")
-        .arg(key)
-        .query(c)
-        .unwrap()
-}
 
 #[test]
 fn commands_work_on_a_cluster() {

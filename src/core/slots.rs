@@ -62,6 +62,50 @@ pub fn name_in_slot_of(base: &[u8], key: &[u8]) -> Vec<u8> {
     name
 }
 
+/// A slot of this node on its way to or from another node, as `CLUSTER NODES` shows it on the
+/// `myself` line: `[<slot>->-<node-id>]` (migrating away) or `[<slot>-<-<node-id>]` (importing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotMove {
+    Migrating,
+    Importing,
+}
+
+/// Whether `slot` is migrating or importing on this node, from the text of `CLUSTER NODES`
+/// (the line whose flags include `myself`). `None` when it is not moving, or when no line is
+/// this node's (not in cluster mode): the caller then writes as usual.
+pub fn slot_move(nodes: &[u8], slot: u16) -> Option<SlotMove> {
+    let myself = nodes.split(|&b| b == b'\n').map(fields).find(|f| {
+        f.get(2)
+            .is_some_and(|flags| flags.split(|&b| b == b',').any(|f| f == b"myself"))
+    })?;
+    // Fields 0-7 are id, address, flags, primary, ping, pong, epoch, link; slots follow.
+    myself
+        .into_iter()
+        .skip(8)
+        .filter_map(|field| field.strip_prefix(b"[")?.strip_suffix(b"]"))
+        .find_map(|moving| {
+            let (num, kind) = if let Some(at) = find(moving, b"->-") {
+                (&moving[..at], SlotMove::Migrating)
+            } else {
+                (&moving[..find(moving, b"-<-")?], SlotMove::Importing)
+            };
+            let n: u16 = std::str::from_utf8(num).ok()?.parse().ok()?;
+            (n == slot).then_some(kind)
+        })
+}
+
+/// The space-separated fields of a line (a trailing CR is not part of the last one).
+fn fields(line: &[u8]) -> Vec<&[u8]> {
+    line.split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty())
+        .collect()
+}
+
+/// The first position of `needle` in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +142,32 @@ mod tests {
             assert!(!tag.is_empty() && tag.len() <= 6, "slot {slot}: {tag:?}");
             assert_eq!(key_slot(tag.as_bytes()), slot);
         }
+    }
+
+    /// `CLUSTER NODES` of a node that migrates slot 100 away and imports slot 5800 (the
+    /// format of Redis 7.0 and Valkey 8.1; Valkey may add `,hostname` to the address).
+    const NODES: &[u8] = b"\
+07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
+67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 master - 0 1426238316232 2 connected 5461-10922
+e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001,host-a myself,master - 0 0 1 connected 0-5460 [100->-67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1] [5800-<-67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1]
+292f8b365bb7edb5e285caf0b7e6ddc7265e2bdc 127.0.0.1:30003@31003 master - 0 1426238318243 3 connected 10923-16383 [7->-e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca]
+";
+
+    #[test]
+    fn slot_moves_are_read_from_the_myself_line() {
+        assert_eq!(slot_move(NODES, 100), Some(SlotMove::Migrating));
+        assert_eq!(slot_move(NODES, 5800), Some(SlotMove::Importing));
+        assert_eq!(slot_move(NODES, 0), None, "owned, not moving");
+        assert_eq!(slot_move(NODES, 10), None, "slot numbers match exactly");
+        assert_eq!(slot_move(NODES, 7), None, "another node's move is not ours");
+        assert_eq!(slot_move(b"", 100), None);
+        // A replica's `myself` line carries no slots.
+        let replica = b"07c3 127.0.0.1:30004@31004 myself,slave e7d1 0 0 4 connected\n";
+        assert_eq!(slot_move(replica, 100), None);
+        // CRLF, extra spaces and a garbled bracket do not confuse it.
+        let odd = b"e7d1 127.0.0.1:1@2 myself,master - 0 0 1 connected [x->-y]  [9->-z]\r\n";
+        assert_eq!(slot_move(odd, 9), Some(SlotMove::Migrating));
+        assert_eq!(slot_move(odd, 0), None);
     }
 
     proptest! {

@@ -89,8 +89,37 @@ pub fn check(ctx: &Context, name: Vec<u8>) -> Result<Queue, CacheError> {
             max,
         });
     }
+    if !exists {
+        refuse_mid_move(ctx, &queue.name)?;
+    }
     queue.exists = exists;
     Ok(queue)
+}
+
+/// In a cluster, refuses to create a queue while its slot moves: Redis routed the command by
+/// the entry key alone, and the queue may be on the other node for now (`MIGRATE` moves keys a
+/// batch at a time). A queue made here would split the slot's events over two streams, or
+/// make the later `MIGRATE` of the queue fail with `BUSYKEY`. Asked only when the queue is
+/// missing (`CLUSTER NODES` is a walk of the cluster's nodes), never on the hot path.
+fn refuse_mid_move(ctx: &Context, name: &[u8]) -> Result<(), CacheError> {
+    if !ctx.get_flags().contains(ContextFlags::CLUSTER) {
+        return Ok(());
+    }
+    let slot = slots::key_slot(name);
+    let Some(nodes) = ctx
+        .call("CLUSTER", &["NODES"][..])
+        .ok()
+        .and_then(|v| scan::bytes_of(&v))
+    else {
+        return Ok(());
+    };
+    match slots::slot_move(&nodes, slot) {
+        None => Ok(()),
+        Some(m) => Err(CacheError::SlotMoving {
+            slot,
+            importing: m == slots::SlotMove::Importing,
+        }),
+    }
 }
 
 /// Whether the caller's user may add to the queue key.
