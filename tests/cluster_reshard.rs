@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use redis::cluster::ClusterConnection;
 use redis::{Commands, Connection, Value};
 use support::cluster::{key_slot as slot, node_id, Cluster};
-use support::commands::{fill, lockget};
-use support::server::wait_until;
+use support::commands::{fill, lockget, version_of};
+use support::server::{wait_until, Server};
 
 const HOUR: &str = "3600000";
 const GROUP: &str = "cache-wb";
@@ -502,20 +502,26 @@ fn reshard_under_load_loses_nothing_acknowledged() {
     eprintln!("whole test: {:?}", started.elapsed());
 }
 
-/// `CACHE.WBQUEUE` / `CACHE.WBDEL` on a node whose slot is moving and that lacks the slot's
-/// queue: `TRYAGAIN`, nothing written, no queue made. With the queue there, they run.
-#[test]
-fn write_behind_mid_move_without_the_queue_is_tryagain() {
-    let cluster = Cluster::start();
-    let (key, fresh) = ("{mv}:a", "{mv}:b");
+/// For a slot moved by hand: the primary that serves `key`, another primary, and the slot.
+fn source_and_target<'a>(cluster: &'a Cluster, key: &str) -> (&'a Server, &'a Server, i64) {
     let src = cluster.owner_of(key);
     let dst = *cluster
         .primaries()
         .iter()
         .find(|p| p.port != src.port)
         .unwrap();
+    let s = slot(&mut src.conn(), key);
+    (src, dst, s)
+}
+
+/// `CACHE.WBQUEUE` / `CACHE.WBDEL` on a node whose slot is moving and that lacks the slot's
+/// queue: `TRYAGAIN`, nothing written, no queue made. With the queue there, they run.
+#[test]
+fn write_behind_mid_move_without_the_queue_is_tryagain() {
+    let cluster = Cluster::start();
+    let (key, fresh) = ("{mv}:a", "{mv}:b");
+    let (src, dst, s) = source_and_target(&cluster, key);
     let (mut a, mut b) = (src.conn(), dst.conn());
-    let s = slot(&mut a, key);
     let _: u64 = redis::cmd("CACHE.SET")
         .arg(key)
         .arg("before")
@@ -710,4 +716,146 @@ fn failover_keeps_what_wait_acknowledged() {
         .query(&mut cc)
         .unwrap();
     assert_eq!(got.as_deref(), Some(entries[0].1.as_str()));
+}
+
+/// One slot moved by hand (`SETSLOT` + `MIGRATE`, what `--cluster reshard` does per slot): its
+/// entries keep their value, tags and leases on the new node (their versions are renewed,
+/// higher, as for any entry that lands on a name), the tag index follows on both nodes, a
+/// lease granted before the move fills once on the new node, and the slot's queue moves with
+/// its events.
+#[test]
+fn a_moved_entry_keeps_its_tags_and_lease() {
+    let cluster = Cluster::start();
+    let (tagged, pending) = ("{lm}:tagged", "{lm}:pending");
+    let (src, dst, s) = source_and_target(&cluster, tagged);
+    let (mut a, mut b) = (src.conn(), dst.conn());
+    let before: u64 = redis::cmd("CACHE.TAGSET")
+        .arg(tagged)
+        .arg("v1")
+        .arg("PX")
+        .arg(HOUR)
+        .arg("TAGS")
+        .arg("lm:t")
+        .query(&mut a)
+        .unwrap();
+    // A refresh lease on the tagged entry, a fill lease on a key with no value yet.
+    let (_, status, refresh): (Option<String>, String, Option<u64>) = redis::cmd("CACHE.GETX")
+        .arg(tagged)
+        .arg("BETA")
+        .arg("1000000000000")
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(status, "REFRESH");
+    let (_, status, fill): (Option<String>, String, Option<u64>) = redis::cmd("CACHE.LOCKGET")
+        .arg(pending)
+        .arg("PX")
+        .arg(HOUR)
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(status, "MISS");
+    let (refresh, fill) = (refresh.unwrap(), fill.unwrap());
+    let (_, event): (u64, String) = redis::cmd("CACHE.WBQUEUE")
+        .arg("{lm}:queued")
+        .arg("q")
+        .query(&mut a)
+        .unwrap();
+    let tagcount =
+        |c: &mut Connection| -> i64 { redis::cmd("CACHE.TAGCOUNT").arg("lm:t").query(c).unwrap() };
+    assert_eq!((tagcount(&mut a), tagcount(&mut b)), (1, 0));
+
+    // The move, as the CLI makes it.
+    for (c, how, id) in [
+        (&mut b, "IMPORTING", node_id(src)),
+        (&mut a, "MIGRATING", node_id(dst)),
+    ] {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(s)
+            .arg(how)
+            .arg(id)
+            .query(c)
+            .unwrap();
+    }
+    let keys: Vec<String> = redis::cmd("CLUSTER")
+        .arg("GETKEYSINSLOT")
+        .arg(s)
+        .arg(100)
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(
+        keys.len(),
+        4,
+        "two entries, one more, and the slot's queue: {keys:?}"
+    );
+    let _: () = redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(dst.port)
+        .arg("")
+        .arg(0)
+        .arg(10_000)
+        .arg("KEYS")
+        .arg(&keys)
+        .query(&mut a)
+        .unwrap();
+    for n in cluster.primaries() {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(s)
+            .arg("NODE")
+            .arg(node_id(dst))
+            .query(&mut n.conn())
+            .unwrap();
+    }
+
+    // On the new node: value, tags, a higher version; the index true on both.
+    let got: Option<String> = redis::cmd("CACHE.GET").arg(tagged).query(&mut b).unwrap();
+    assert_eq!(got.as_deref(), Some("v1"));
+    let tags: Vec<String> = redis::cmd("CACHE.TAGS").arg(tagged).query(&mut b).unwrap();
+    assert_eq!(tags, ["lm:t"]);
+    assert_eq!((tagcount(&mut a), tagcount(&mut b)), (0, 1));
+    assert!(
+        version_of(&mut b, tagged).is_some_and(|v| v > before),
+        "renewed, higher"
+    );
+    // The leases came along: held against others, each fills once with its token.
+    let (_, status, _): (Option<String>, String, Option<u64>) = redis::cmd("CACHE.LOCKGET")
+        .arg(pending)
+        .query(&mut b)
+        .unwrap();
+    assert_eq!(status, "LOCKED", "the fill lease is held on the new node");
+    for (k, token, value) in [(pending, fill, "filled"), (tagged, refresh, "v2")] {
+        let stored: Option<u64> = redis::cmd("CACHE.SET")
+            .arg(k)
+            .arg(value)
+            .arg("PX")
+            .arg(HOUR)
+            .arg("TOKEN")
+            .arg(token)
+            .query(&mut b)
+            .unwrap();
+        assert!(stored.is_some(), "{k}: the lease of before the move fills");
+        let again: Option<u64> = redis::cmd("CACHE.SET")
+            .arg(k)
+            .arg("late")
+            .arg("PX")
+            .arg(HOUR)
+            .arg("TOKEN")
+            .arg(token)
+            .query(&mut b)
+            .unwrap();
+        assert_eq!(again, None, "{k}: once");
+    }
+    // The queue moved with its event, under its group.
+    let q = queue_of(&mut b, "{lm}:queued").expect("the queue on the new node");
+    let ids: Vec<(String, Vec<String>)> = b.xrange_all(&q).unwrap();
+    assert_eq!(
+        ids.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        [event.as_str()]
+    );
+    let groups: Vec<Value> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(&q)
+        .query(&mut b)
+        .unwrap();
+    assert_eq!(groups.len(), 1);
 }
