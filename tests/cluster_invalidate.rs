@@ -111,6 +111,15 @@ fn one_call_invalidates_on_every_primary_and_replica() {
             counter(&mut origin.conn(), "tag_invalidations_unconfirmed"),
             0
         );
+        // Each primary took Nagle's algorithm off the bus links it opened (Redis leaves it
+        // on, and a confirmation could wait for a delayed ACK).
+        for p in &primaries {
+            assert!(
+                p.log().contains("TCP_NODELAY set on"),
+                "no TCP_NODELAY on the links of {}",
+                p.port
+            );
+        }
         // Each primary replicated what it applied.
         wait_replicas(&cluster);
         assert_eq!(sum_counts(&replicas, &tag), 0, "on the replicas too");

@@ -1,4 +1,5 @@
-//! Which primaries a cluster-wide invalidation waits for, read from `CLUSTER NODES`.
+//! What the module reads of `CLUSTER NODES`: which primaries a cluster-wide invalidation waits
+//! for, and the other nodes' cluster bus ports.
 //!
 //! Every primary but this node, with one exception: a primary that is failed and serves no
 //! slot. That is one whose replica took its place; it holds nothing anybody reads, and when it
@@ -26,6 +27,24 @@ pub fn primaries_to_wait_for(nodes: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The cluster bus ports of the other nodes (the `@cport` of their address).
+pub fn bus_ports(nodes: &str) -> Vec<u16> {
+    let mut ports: Vec<u16> = nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(2)?.split(',').any(|f| f == "myself") {
+                return None;
+            }
+            let addr = fields.get(1)?.split(',').next()?;
+            addr.split_once('@')?.1.parse().ok().filter(|p| *p != 0)
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +70,18 @@ hhh :0@0 master,noaddr - 1 1 9 disconnected
         assert_eq!(got, ["bbb", "ddd", "fff", "ggg"]);
         assert!(primaries_to_wait_for("").is_empty());
         assert!(primaries_to_wait_for("garbage\n\n x y\n").is_empty());
+    }
+
+    #[test]
+    fn bus_ports_of_the_other_nodes() {
+        let nodes = "\
+aaa 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+bbb 127.0.0.1:7001@17001,host-b master - 0 1 2 connected 5461-10922
+ccc 127.0.0.1:7002@17001 slave bbb 0 1 2 connected
+ddd :0@0 master,noaddr - 1 1 9 disconnected
+eee 10.0.0.5:6379@x master - 0 1 2 connected
+";
+        assert_eq!(bus_ports(nodes), [17001]);
+        assert!(bus_ports("").is_empty());
     }
 }

@@ -44,6 +44,13 @@ pub const RESEND_MS: i64 = 100;
 const MAX_RECORDS: usize = 10_000;
 /// Invalidations from other primaries remembered, so that a resend applies nothing.
 const APPLIED_CAPACITY: usize = 100_000;
+/// How often the cluster bus links are looked at for Nagle's algorithm
+/// (`bus::no_delay_on_bus_links`) while invalidations flow: links are made again after a
+/// node restarts or a link drops.
+const NO_DELAY_EVERY_MS: i64 = 60_000;
+/// A confirmation slower than this makes the links be looked at again sooner (at most once a
+/// second): a loopback or LAN round trip is well under it, a delayed ACK well over.
+const SLOW_CONFIRM_MS: i64 = 20;
 
 /// A caller waiting for the cluster's confirmations.
 struct Caller {
@@ -53,6 +60,7 @@ struct Caller {
 
 /// An invalidation this node started, until every primary confirmed.
 struct Record {
+    sent_ms: i64,
     message: Vec<u8>,
     outstanding: Outstanding,
     caller: Option<Caller>,
@@ -76,6 +84,23 @@ thread_local! {
     });
     /// The armed timer and when it fires.
     static TIMER: Cell<Option<(raw::RedisModuleTimerID, i64)>> = const { Cell::new(None) };
+    /// When the cluster bus links were last looked at for Nagle's algorithm.
+    static NO_DELAY_AT: Cell<Option<i64>> = const { Cell::new(None) };
+}
+
+/// Turns Nagle's algorithm off on the links to the other nodes, unless that was done within
+/// `every_ms` (see `bus::no_delay_on_bus_links` for why).
+fn no_delay_on_links(ctx: &Context, now: i64, every_ms: i64) {
+    if NO_DELAY_AT.get().is_some_and(|at| now - at < every_ms) {
+        return;
+    }
+    NO_DELAY_AT.set(Some(now));
+    let n = bus::no_delay_on_bus_links(ctx);
+    if n > 0 {
+        ctx.log_notice(&format!(
+            "TCP_NODELAY set on {n} cluster bus link(s) this node opened, so that cluster-wide invalidations are not held by Nagle's algorithm"
+        ));
+    }
 }
 
 /// Listens for the other primaries' messages (a no-op outside cluster mode).
@@ -116,11 +141,12 @@ pub fn spread(ctx: &Context, db: i32, tags: &[&[u8]], seq: u64, local: u64) -> R
         tags: tags.iter().map(|t| t.to_vec()).collect(),
     }
     .encode();
+    let now = ids::now_ms();
+    no_delay_on_links(ctx, now, NO_DELAY_EVERY_MS);
     for n in &others {
         send(ctx, n, &message);
     }
     stats::TAG_SPREAD_STARTED.incr();
-    let now = ids::now_ms();
     let may_block = !ctx.get_flags().contains(ContextFlags::DENY_BLOCKING);
     let caller = may_block.then(|| Caller {
         // SAFETY: a live command context that may block (checked just above); the reply
@@ -139,6 +165,7 @@ pub fn spread(ctx: &Context, db: i32, tags: &[&[u8]], seq: u64, local: u64) -> R
     });
     let answer_now = caller.is_none();
     let record = Record {
+        sent_ms: now,
         message,
         outstanding: Outstanding::new(local, &others, now, RESEND_MS),
         caller,
@@ -210,7 +237,7 @@ unsafe extern "C" fn on_message(
                 Some(Message::Invalidate { id, db, tags }) => {
                     on_invalidate(&ctx, &sender, &id, db, &tags)
                 }
-                Some(Message::Confirm { id, count }) => on_confirm(&sender, &id, count),
+                Some(Message::Confirm { id, count }) => on_confirm(&ctx, &sender, &id, count),
                 None => ctx.log_warning("cache: an undecodable cluster message was dropped"),
             }
         },
@@ -222,6 +249,8 @@ fn on_invalidate(ctx: &Context, sender: &NodeId, id: &SpreadId, db: i32, tags: &
     if !may_apply(ctx) {
         return;
     }
+    // The confirmation leaves on a link this node opened.
+    no_delay_on_links(ctx, ids::now_ms(), NO_DELAY_EVERY_MS);
     let count = match STATE.with_borrow(|s| s.applied.get(id)) {
         Some(count) => count,
         None => {
@@ -244,13 +273,17 @@ fn on_invalidate(ctx: &Context, sender: &NodeId, id: &SpreadId, db: i32, tags: &
     bus::send(ctx, sender, &confirm.encode());
 }
 
-fn on_confirm(sender: &NodeId, id: &SpreadId, count: u64) {
+fn on_confirm(ctx: &Context, sender: &NodeId, id: &SpreadId, count: u64) {
     if bus::my_id().is_none_or(|me| me.bytes() != id.origin.as_slice()) {
         return;
     }
     let done = STATE.with_borrow_mut(|s| {
         let r = s.records.get_mut(&id.seq)?;
         r.outstanding.confirm(sender.bytes(), count);
+        let now = ids::now_ms();
+        if now - r.sent_ms > SLOW_CONFIRM_MS {
+            no_delay_on_links(ctx, now, 1_000);
+        }
         let Progress::Done(total) = r.outstanding.progress() else {
             return None;
         };
