@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PORT ?= 6379
 MODULE := target/release/libredis_cache.so
 
-.PHONY: all deps build run cluster bench-cluster test test-redis test-valkey test-worker unit integration bench lint fmt clean
+.PHONY: all deps build run cluster bench-cluster lab test test-redis test-valkey test-worker unit integration bench lint fmt clean
 
 all: build
 
@@ -72,6 +72,12 @@ bench: build
 # GETX / TAGSET / WBQUEUE through a 3-primary cluster beside one node.
 bench-cluster: build
 	MODULE=$(abspath $(MODULE)) bash bench/cluster.sh
+
+# The stampede lab: six strategies against a simulated database on a server of its own
+# (bench/README.md, "Stampede lab"). matplotlib goes into a venv of its own the first time, not in deps.
+# Options: make lab LAB_ARGS="--readers 2000 --scenarios stampede".
+lab: build
+	@bash bench/lab/run --module $(abspath $(MODULE)) $(LAB_ARGS)
 
 lint:
 	cargo fmt --check

@@ -1,6 +1,7 @@
 """A minimal RESP2 client over a socket, shared by bench.py and stampede.py (standard library
 only). For the last reply it records when our recv returned (`rx_pc`) and, on Linux, the
-kernel's receive time (`kts_ns`), which the stampede lab reports."""
+kernel's receive time (`kts_ns`), which the stampede benchmark reports. `encode` and `parse`
+are the wire format alone, also used by the lab's asyncio client (bench/lab/aresp.py)."""
 
 import socket
 import struct
@@ -18,6 +19,51 @@ ANC_SIZE = socket.CMSG_SPACE(TIMESPEC.size)
 
 class RespError(Exception):
     pass
+
+
+def encode(*args):
+    """One command as a RESP array of bulk strings (bytes, or anything str() spells)."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def parse(buf, pos=0):
+    """One reply from `buf` at `pos`: `(value, next_pos)`, or None while `buf` holds less than a
+    whole reply. An error reply is returned as a RespError value (in an array too), not raised;
+    a nil is `(None, next_pos)`."""
+    i = buf.find(b"\r\n", pos)
+    if i < 0:
+        return None
+    kind, rest, nxt = buf[pos:pos + 1], buf[pos + 1:i], i + 2
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None, nxt
+        if len(buf) < nxt + n + 2:
+            return None
+        return buf[nxt:nxt + n], nxt + n + 2
+    if kind == b"*":
+        n = int(rest)
+        if n < 0:
+            return None, nxt
+        out = []
+        for _ in range(n):
+            r = parse(buf, nxt)
+            if r is None:
+                return None
+            out.append(r[0])
+            nxt = r[1]
+        return out, nxt
+    if kind == b"+":
+        return rest.decode(), nxt
+    if kind == b":":
+        return int(rest), nxt
+    if kind == b"-":
+        return RespError(rest.decode(errors="replace")), nxt
+    raise ConnectionError("bad RESP line: %r" % buf[pos:i])
 
 
 class Conn:
@@ -47,13 +93,9 @@ class Conn:
             pass
 
     def send(self, *args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
         self.kts_ns = self.rx_pc = None
         self.sent += 1
-        self.sock.sendall(b"".join(out))
+        self.sock.sendall(encode(*args))
 
     def call(self, *args):
         self.send(*args)
@@ -96,33 +138,14 @@ class Conn:
         self.buf = self.buf[self.pos:] + data
         self.pos = 0
 
-    def _line(self):
-        while True:
-            i = self.buf.find(b"\r\n", self.pos)
-            if i >= 0:
-                line, self.pos = self.buf[self.pos:i], i + 2
-                return line
-            self._more()
-
     def read(self):
-        line = self._line()
-        kind, rest = line[:1], line[1:]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            raise RespError(rest.decode(errors="replace"))
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            while len(self.buf) - self.pos < n + 2:
-                self._more()
-            data = self.buf[self.pos:self.pos + n]
-            self.pos += n + 2
-            return data
-        if kind == b"*":
-            n = int(rest)
-            return None if n < 0 else [self.read() for _ in range(n)]
-        raise ConnectionError("bad RESP line: %r" % line)
+        """The next reply; an error reply is raised as RespError."""
+        while True:
+            r = parse(self.buf, self.pos)
+            if r is not None:
+                break
+            self._more()
+        value, self.pos = r
+        if isinstance(value, RespError):
+            raise value
+        return value
