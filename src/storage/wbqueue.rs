@@ -7,12 +7,12 @@
 //! (`check`): the caller's ACL on the queue key (not in argv, so Redis does not check it),
 //! an eviction policy that could drop the queue, memory, the queue's length and type.
 
-use redis_module::{raw, CallOptionsBuilder, CallResult, Context, ContextFlags};
+use redis_module::{raw, CallOptionsBuilder, CallResult, Context};
 use redis_module::{RedisString, RedisValue};
 
 use super::arg::Arg;
 use super::server::{self, origin, Origin};
-use super::{queues, scan};
+use super::{bus, queues, scan};
 use crate::config;
 use crate::core::slots;
 use crate::error::CacheError;
@@ -55,7 +55,7 @@ impl Drop for Queue {
 /// with a tag that hashes to that slot, so that it lives on the key's node.
 pub fn queue_for(ctx: &Context, key: &Arg) -> Vec<u8> {
     let base = config::wb_queue();
-    if ctx.get_flags().contains(ContextFlags::CLUSTER) {
+    if bus::in_cluster(ctx) {
         slots::name_in_slot_of(&base, key.as_slice())
     } else {
         base
@@ -102,7 +102,7 @@ pub fn check(ctx: &Context, name: Vec<u8>) -> Result<Queue, CacheError> {
 /// make the later `MIGRATE` of the queue fail with `BUSYKEY`. Asked only when the queue is
 /// missing (`CLUSTER NODES` is a walk of the cluster's nodes), never on the hot path.
 fn refuse_mid_move(ctx: &Context, name: &[u8]) -> Result<(), CacheError> {
-    if !ctx.get_flags().contains(ContextFlags::CLUSTER) {
+    if !bus::in_cluster(ctx) {
         return Ok(());
     }
     let slot = slots::key_slot(name);
@@ -354,7 +354,7 @@ pub fn append(ctx: &Context, queue: &Queue, fields: &[Field]) -> Result<RedisStr
 /// a hot path).
 pub fn existing(ctx: &Context) -> Vec<Vec<u8>> {
     let name = config::wb_queue();
-    if !ctx.get_flags().contains(ContextFlags::CLUSTER) {
+    if !bus::in_cluster(ctx) {
         return match with_name(ctx, &name, stream_length) {
             Some((true, _)) => vec![name],
             _ => Vec::new(),
@@ -392,7 +392,7 @@ pub fn existing(ctx: &Context) -> Vec<Vec<u8>> {
 /// and maxed over the databases, as seen from `ctx`. In a cluster, over the slot queues the
 /// node holds (`storage::queues`: a key lookup per queue, no walk of the keyspace).
 pub fn backlog(ctx: &Context, now_ms: i64) -> (u64, i64) {
-    let in_cluster = ctx.get_flags().contains(ContextFlags::CLUSTER);
+    let in_cluster = bus::in_cluster(ctx);
     let names = if in_cluster {
         queues::known()
     } else {

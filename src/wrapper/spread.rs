@@ -60,7 +60,6 @@ struct Caller {
 
 /// An invalidation this node started, until every primary confirmed.
 struct Record {
-    sent_ms: i64,
     message: Vec<u8>,
     outstanding: Outstanding,
     caller: Option<Caller>,
@@ -165,7 +164,6 @@ pub fn spread(ctx: &Context, db: i32, tags: &[&[u8]], seq: u64, local: u64) -> R
     });
     let answer_now = caller.is_none();
     let record = Record {
-        sent_ms: now,
         message,
         outstanding: Outstanding::new(local, &others, now, RESEND_MS),
         caller,
@@ -281,7 +279,7 @@ fn on_confirm(ctx: &Context, sender: &NodeId, id: &SpreadId, count: u64) {
         let r = s.records.get_mut(&id.seq)?;
         r.outstanding.confirm(sender.bytes(), count);
         let now = ids::now_ms();
-        if now - r.sent_ms > SLOW_CONFIRM_MS {
+        if now - r.outstanding.started_ms() > SLOW_CONFIRM_MS {
             no_delay_on_links(ctx, now, 1_000);
         }
         let Progress::Done(total) = r.outstanding.progress() else {
