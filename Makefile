@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PORT ?= 6379
 MODULE := target/release/libredis_cache.so
 
-.PHONY: all deps build run cluster bench-cluster lab test test-redis test-valkey test-worker unit integration bench lint fmt clean
+.PHONY: all deps build run cluster bench-cluster lab test test-redis test-valkey test-worker unit integration memcheck bench lint fmt clean
 
 all: build
 
@@ -62,6 +62,36 @@ test-valkey: build
 # The integration tests on $CACHE_SERVER (default redis-server).
 integration: build
 	$(call integration,$${CACHE_SERVER:-redis-server})
+
+# The integration tests that reach every command, callback, persistence path, replication and
+# LOCKGET wake-up, on redis-server under valgrind memcheck (scripts/valgrind-server.sh as
+# $CACHE_SERVER, harness waits CACHE_TEST_SLOW times longer); then scripts/memcheck-scan.sh
+# fails on any invalid access, uninitialised use or definite leak with a frame in the module.
+# valgrind is installed here, not by `make deps`. MEMCHECK_TESTS=... picks other test files.
+MEMCHECK_TESTS ?= basics getx lockget tags persistence replication invalidate writebehind
+MEMCHECK_LOGS ?= target/memcheck
+# Tests that assert timings a server under valgrind cannot keep, skipped by name here only
+# (the run prints them): ids_after_a_restart_with_rdb_are_larger expects a 5 s lease to
+# outlive a save, a restart and a load; a_parked_lockget_caller_is_handed_the_invalidated_key
+# expects a GETX to come within 50 ms of the write before it; the other four failed in the
+# measured run on short leases or expiries lapsing, or a wake-up latency bound (herd).
+MEMCHECK_SKIP ?= ids_after_a_restart_with_rdb_are_larger \
+  a_parked_lockget_caller_is_handed_the_invalidated_key \
+  handed_over_lease_that_also_lapses_goes_to_the_next_waiter \
+  herd_of_200_one_miss_all_others_woken_by_the_fill \
+  migrate_moves_entries_with_their_leases \
+  the_index_returns_to_baseline_when_tagged_entries_expire
+memcheck: build
+	@scripts/deps.sh valgrind
+	@rm -rf $(MEMCHECK_LOGS) && mkdir -p $(MEMCHECK_LOGS)
+	@echo "=== memcheck: $(MEMCHECK_TESTS) on $$(redis-server --version) under $$(valgrind --version)"
+	@echo "=== memcheck: skipped (timing under valgrind): $(or $(MEMCHECK_SKIP),none)"
+	@status=0; MEMCHECK_LOGS=$(abspath $(MEMCHECK_LOGS)) CACHE_SERVER=$(abspath scripts/valgrind-server.sh) \
+	  CACHE_TEST_SLOW=$${CACHE_TEST_SLOW:-10} \
+	  cargo test --release --no-fail-fast -p redis-cache $(foreach t,$(MEMCHECK_TESTS),--test $(t)) \
+	  -- --test-threads=2 --exact $(foreach t,$(MEMCHECK_SKIP),--skip $(t)) \
+	  || status=$$?; \
+	  scripts/memcheck-scan.sh $(MEMCHECK_LOGS) || status=1; exit $$status
 
 unit: deps
 	cargo test --release -p redis-cache --lib -- --test-threads=4

