@@ -113,6 +113,13 @@ def notes(results):
                "stored after the read was sent). *Cmds sent*: commands the readers sent, "
                "background refreshes included; *server cmds*: `INFO commandstats` calls (a "
                "script's own `redis.call`s count), the writer's invalidations left out.")
+    hit = [r for r in results if r["strategy"] == "hit" and r["lat"]]
+    if hit:
+        floor = pct(hit[0]["lat"], 99.9)
+        out.append("- p99.9 against the plain hit's (%s ms, same run, same connections): %s." % (
+            ms(floor), ", ".join(
+                "%s %.1fx" % (r["strategy"], pct(r["lat"], 99.9) / floor) for r in results
+                if r["scenario"] == "stampede" and r["strategy"] != "hit" and r["lat"])))
     if lg:
         out.append("- Server check: `lockget_waits` (callers parked) %s." % ", ".join(
             "%d in %s" % (r["lockget_waits"], r["scenario"]) for r in lg))

@@ -1,4 +1,4 @@
-"""The six stampede strategies the lab compares. Each one is a `read(conn, key)` returning
+"""The six stampede strategies the lab compares, and the plain hit they are measured against. Each one is a `read(conn, key)` returning
 `(value, outcome)`: HIT (a value at once), WAITED (had to retry, poll or park until somebody
 else's fill), COMPUTED (no value: this reader recomputed it before it had one). Every
 recompute goes through the simulated database (`ctx.db.recompute`), which alone counts them;
@@ -84,6 +84,7 @@ class Ctx:
 class Strategy:
     name = label = ""
     module = False  # needs the module's commands
+    scenarios = ("stampede", "consistency")  # the scenarios it takes part in
     script = None   # a Lua script the strategy runs by EVALSHA self.sha
 
     def __init__(self, ctx):
@@ -103,6 +104,23 @@ class Strategy:
 
     async def read(self, conn, key):
         raise NotImplementedError
+
+
+class Hit(Strategy):
+    """Not a strategy: the floor. A plain `GET` of a value that never expires, on the same
+    connections, in the same run, so that the others' tails can be set against a hit's under
+    the same load (the bar for GETX: p99.9 within 2x of this)."""
+    name, label = "hit", "reference: plain `GET` hit (no TTL, nothing expires)"
+    scenarios = ("stampede",)
+
+    async def prefill(self, conn, key, value):
+        await self.ctx.store(conn, key, value, "SET", key, value)
+
+    async def read(self, conn, key):
+        v = await conn.call("GET", key)
+        if v is not None:
+            return v, HIT
+        raise RuntimeError("the reference key %r is gone" % key)
 
 
 class Naive(Strategy):
@@ -245,5 +263,5 @@ class LockGet(ModuleStrategy):
             waited = True  # TIMEOUT: the wait ran out without a fill; ask again
 
 
-ALL = [Naive, Lock, XFetchClient, XFetchLua, GetX, LockGet]
+ALL = [Hit, Naive, Lock, XFetchClient, XFetchLua, GetX, LockGet]
 BY_NAME = {s.name: s for s in ALL}
