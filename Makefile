@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PORT ?= 6379
 MODULE := target/release/libredis_cache.so
 
-.PHONY: all deps build run cluster bench-cluster lab test test-redis test-valkey test-worker unit integration memcheck bench lint fmt clean
+.PHONY: all deps build run cluster bench-cluster lab test test-redis test-valkey test-worker unit integration memcheck fuzz-restore bench lint fmt clean
 
 all: build
 
@@ -92,6 +92,13 @@ memcheck: build
 	  -- --test-threads=2 --exact $(foreach t,$(MEMCHECK_SKIP),--skip $(t)) \
 	  || status=$$?; \
 	  scripts/memcheck-scan.sh $(MEMCHECK_LOGS) || status=1; exit $$status
+
+# The live RESTORE fuzzer: $RESTORE_FUZZ_N (default 100,000) mutated DUMP payloads with valid
+# checksums against a real redis-server (make test runs the same test with 10,000).
+RESTORE_FUZZ_N ?= 100000
+fuzz-restore: build
+	RESTORE_FUZZ_N=$(RESTORE_FUZZ_N) cargo test --release -p redis-cache --test bad_input \
+	  restore_of_mutated_payloads_leaves_the_digest_unchanged -- --exact --nocapture
 
 unit: deps
 	cargo test --release -p redis-cache --lib -- --test-threads=4
