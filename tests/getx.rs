@@ -5,7 +5,7 @@
 mod support;
 use support::commands::*;
 use support::records;
-use support::server::{repl_offset, wait_until, Server};
+use support::server::{repl_offset, slow, wait_until, Server};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Barrier};
@@ -19,6 +19,12 @@ const HUGE_BETA: &str = "1000000000000";
 
 /// How long a condition may take to come true on a slow machine.
 const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A lease that lapses during a test: 100 ms on a server at full speed, `slow()` times that
+/// under valgrind, so that it is still out when the next command of the test looks at it.
+fn short_lease() -> String {
+    (100 * slow()).to_string()
+}
 
 // ---------------------------------------------------------------------------------------------
 // Helpers local to this file.
@@ -185,12 +191,12 @@ fn after_lease_expiry_the_next_caller_gets_miss_with_a_larger_token() {
     let s = Server::start();
     let mut c = s.conn();
     let before = server_ms(&mut c);
-    let (_, status, t1) = getx(&mut c, "k", &["LEASE", "100"]);
+    let (_, status, t1) = getx(&mut c, "k", &["LEASE", &short_lease()]);
     assert_eq!(status, "MISS");
     let t1 = t1.unwrap();
     let mut last = None;
     let done = wait_until(PATIENCE, || {
-        let r = getx(&mut c, "k", &["LEASE", "100"]);
+        let r = getx(&mut c, "k", &["LEASE", &short_lease()]);
         assert!(r.1 == "LOCKED" || r.1 == "MISS", "{r:?}");
         let done = r.1 == "MISS";
         last = Some(r);
@@ -214,7 +220,7 @@ fn after_stale_lease_expiry_the_next_caller_gets_a_new_token() {
     let mut c = s.conn();
     set(&mut c, "k", b"old", &["PX", "50", "GRACE", "600000"]).unwrap();
     wait_until_stale(&mut c, "k");
-    let (_, status, t1) = getx(&mut c, "k", &["LEASE", "100"]);
+    let (_, status, t1) = getx(&mut c, "k", &["LEASE", &short_lease()]);
     assert_eq!(status, "STALE");
     let t1 = t1.unwrap();
     let expires = inspect_int(&mut c, "k", "lease-expires-ms").unwrap();
@@ -355,7 +361,7 @@ fn the_window_elects_the_first_reader_near_expiry() {
 fn fill_refused_after_the_lease_expired() {
     let s = Server::start();
     let mut c = s.conn();
-    let (_, _, token) = getx(&mut c, "k", &["LEASE", "100"]);
+    let (_, _, token) = getx(&mut c, "k", &["LEASE", &short_lease()]);
     let token = token.unwrap();
     let expires = inspect_int(&mut c, "k", "lease-expires-ms").unwrap();
     wait_past(&mut c, expires, PATIENCE);
@@ -369,7 +375,7 @@ fn fill_refused_after_the_lease_on_a_stale_value_expired() {
     let mut c = s.conn();
     let v1 = set(&mut c, "k", b"old", &["PX", "50", "GRACE", "600000"]).unwrap();
     wait_until_stale(&mut c, "k");
-    let (_, status, token) = getx(&mut c, "k", &["LEASE", "100"]);
+    let (_, status, token) = getx(&mut c, "k", &["LEASE", &short_lease()]);
     assert_eq!(status, "STALE");
     let expires = inspect_int(&mut c, "k", "lease-expires-ms").unwrap();
     wait_past(&mut c, expires, PATIENCE);
@@ -452,7 +458,7 @@ fn fill_refused_after_an_authoritative_set() {
 fn fill_refused_with_the_old_token_after_a_newer_lease() {
     let s = Server::start();
     let mut c = s.conn();
-    let (_, _, t1) = getx(&mut c, "k", &["LEASE", "100"]);
+    let (_, _, t1) = getx(&mut c, "k", &["LEASE", &short_lease()]);
     let t1 = t1.unwrap();
     let expires = inspect_int(&mut c, "k", "lease-expires-ms").unwrap();
     wait_past(&mut c, expires, PATIENCE);
@@ -680,7 +686,9 @@ fn ids_after_a_restart_with_rdb_are_larger() {
     let (_, _, t) = getx(&mut c, "pending", &["LEASE", "600000"]);
     before.push(t.unwrap());
     set(&mut c, "r", b"v", &["EX", "3600", "DELTA", "1000"]).unwrap();
-    let (_, _, t) = getx(&mut c, "r", &["BETA", HUGE_BETA]);
+    // A lease long enough to outlive the save, the restart and the load on any server (under
+    // valgrind these take seconds).
+    let (_, _, t) = getx(&mut c, "r", &["BETA", HUGE_BETA, "LEASE", "600000"]);
     before.push(t.unwrap());
     let max_before = *before.iter().max().unwrap();
     let k0_version = version_of(&mut c, "k0").unwrap();
@@ -981,14 +989,14 @@ fn info_counts_expired_leases() {
     // On a stale value: the lease runs out, the next caller is handed a new one.
     set(&mut c, "s", b"old", &["PX", "50", "GRACE", "600000"]).unwrap();
     wait_until_stale(&mut c, "s");
-    getx(&mut c, "s", &["LEASE", "100"]);
+    getx(&mut c, "s", &["LEASE", &short_lease()]);
     let expires = inspect_int(&mut c, "s", "lease-expires-ms").unwrap();
     wait_past(&mut c, expires, PATIENCE);
     assert!(getx(&mut c, "s", &[]).2.is_some());
     assert_eq!(counter(&mut c, "leases_expired"), 1, "stale entry's lease");
 
     // On a pending entry (first fill never came): the next caller gets MISS with a new lease.
-    getx(&mut c, "p", &["LEASE", "100"]);
+    getx(&mut c, "p", &["LEASE", &short_lease()]);
     let expires = inspect_int(&mut c, "p", "lease-expires-ms").unwrap();
     wait_past(&mut c, expires, PATIENCE);
     let (_, status, _) = getx(&mut c, "p", &[]);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use redis::{Connection, Value};
 
 use support::commands::*;
-use support::server::{start_replica, wait_caught_up, wait_until, Server};
+use support::server::{slow, start_replica, wait_caught_up, wait_until, Server};
 
 const HOUR: &[&str] = &["EX", "3600"];
 
@@ -345,11 +345,14 @@ fn a_parked_lockget_caller_is_handed_the_invalidated_key() {
     let mut c = s.conn();
     // A tagged entry with a refresh lease out (a huge BETA elects it), whose value then runs
     // out: the lease keeps the key, and a LOCKGET caller has nothing to be served.
-    tagset(&mut c, "k", b"old", &["PX", "50", "GRACE", "0"], &["t"]).unwrap();
+    // The value's life is scaled to the server's speed: the GETX must come before it ends.
+    let life_ms = 50 * u64::from(slow());
+    let px = life_ms.to_string();
+    tagset(&mut c, "k", b"old", &["PX", &px, "GRACE", "0"], &["t"]).unwrap();
     let (_, status, holder) = getx(&mut c, "k", &["BETA", "1e300", "LEASE", "600000"]);
     assert_eq!(status, "REFRESH");
     let holder = holder.unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    std::thread::sleep(Duration::from_millis(2 * life_ms));
     let mut w = s.conn();
     let waiter = std::thread::spawn(move || lockget(&mut w, "k", &["WAIT", "20000"]));
     let parked = wait_until(Duration::from_secs(10), || {

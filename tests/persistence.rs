@@ -13,7 +13,7 @@ use redis::Connection;
 use support::commands::*;
 use support::fixtures::*;
 use support::records::{seal, Record, HOUR_MS};
-use support::server::{wait_until, Server};
+use support::server::{slow, wait_until, Server};
 
 const AOF_NO_PREAMBLE: &[&str] = &["--appendonly", "yes", "--aof-use-rdb-preamble", "no"];
 
@@ -429,7 +429,8 @@ fn migrate_moves_entries_with_their_leases() {
         .arg(t.port)
         .arg("")
         .arg(0)
-        .arg(10_000)
+        // Under valgrind both servers are many times slower (`slow()`).
+        .arg(10_000 * slow())
         .arg("KEYS");
     for k in f.keys.iter().chain(&f.others) {
         cmd.arg(k);
