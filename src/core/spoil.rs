@@ -1,7 +1,52 @@
-//! Test support: the ways a payload gets spoiled (a crafted RESTORE, a broken replication
-//! stream, a corrupted bus message), for the property tests of every decoder.
+//! Test support for the property tests of every decoder: entries in every state, and the ways
+//! a payload gets spoiled (a crafted RESTORE, a broken replication stream, a corrupted bus
+//! message).
 
 use proptest::prelude::*;
+
+use crate::core::entry::{Entry, Lease, MAX_SPAN_MS, NEVER};
+use crate::core::version::ID_LIMIT;
+
+/// An entry in any state a server stores (pending, fresh, in grace, never stale; leased or
+/// not; tagged or not) with the flags of any record that carries it.
+pub fn any_record() -> impl Strategy<Value = (Entry, bool, bool)> {
+    let time = prop_oneof![
+        Just(0i64),
+        Just(NEVER),
+        Just(i64::MIN),
+        1_600_000_000_000i64..1_800_000_000_000,
+        any::<i64>(),
+    ];
+    let span = prop_oneof![Just(0i64), Just(MAX_SPAN_MS), 0..=MAX_SPAN_MS];
+    let id = prop_oneof![Just(0u64), Just(ID_LIMIT - 1), 0..ID_LIMIT];
+    let lease = proptest::option::of((1..ID_LIMIT, time.clone(), time.clone()));
+    let tag = proptest::collection::vec(any::<u8>(), 0..24);
+    (
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8)),
+        (time, span.clone(), span, id),
+        lease,
+        proptest::collection::vec(tag, 0..5),
+        (any::<bool>(), any::<bool>()),
+    )
+        .prop_map(
+            |(value, (fresh, grace, delta, version), lease, tags, (kv, kt))| {
+                let mut e = Entry::new(
+                    value.map(Vec::into_boxed_slice),
+                    fresh,
+                    grace,
+                    delta,
+                    version,
+                );
+                e.set_lease(lease.map(|(token, granted_ms, expires_ms)| Lease {
+                    token,
+                    granted_ms,
+                    expires_ms,
+                }));
+                e.set_tags(&tags);
+                (e, kv, kt)
+            },
+        )
+}
 
 /// One way of spoiling a payload: what a crafted RESTORE or a broken replication stream
 /// could bring.
