@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PORT ?= 6379
 MODULE := target/release/libredis_cache.so
 
-.PHONY: all deps build run cluster bench-cluster lab test test-redis test-valkey test-worker unit integration memcheck fuzz-restore bench lint fmt clean
+.PHONY: all deps build run cluster bench-cluster lab test test-redis test-valkey test-worker unit integration memcheck fuzz-restore fuzz fuzz-seeds bench lint fmt clean
 
 all: build
 
@@ -91,6 +91,32 @@ RESTORE_FUZZ_N ?= 100000
 fuzz-restore: build
 	RESTORE_FUZZ_N=$(RESTORE_FUZZ_N) cargo test --release -p redis-cache --test bad_input \
 	  restore_of_mutated_payloads_leaves_the_digest_unchanged -- --exact --nocapture
+
+# The cargo-fuzz targets of fuzz/ (libFuzzer, nightly), FUZZ_TIME seconds each (default 60),
+# from the seed corpus fuzz/corpus/<target> (`make fuzz-seeds` writes it again). New inputs
+# go to fuzz/scratch/<target>, crashes to fuzz/artifacts/<target>. Not part of `make test`:
+# the same checks run there as property tests (src/**/check). FUZZ_TARGETS=... picks some.
+FUZZ_TIME ?= 60
+FUZZ_TARGETS ?= args codec apply_header spread_message tag_index
+fuzz:
+	@rustup toolchain list 2>/dev/null | grep -q '^nightly' || { \
+	  echo "make fuzz: no nightly toolchain (cargo-fuzz builds with -Zsanitizer, nightly only):" >&2; \
+	  echo "           rustup toolchain install nightly, then make fuzz again" >&2; exit 1; }
+	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+	@cd fuzz && cargo +nightly fuzz build
+	@cd fuzz && status=0; summary=""; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p scratch/$$t artifacts/$$t; log=scratch/$$t.log; \
+	  echo "=== fuzz $$t: $(FUZZ_TIME) s"; \
+	  cargo +nightly fuzz run $$t scratch/$$t corpus/$$t -- -max_total_time=$(FUZZ_TIME) >$$log 2>&1; rc=$$?; \
+	  runs=$$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\1 runs in \2 s/p' $$log); \
+	  cov=$$(grep -o 'cov: [0-9]*' $$log | tail -1); \
+	  if [ $$rc -eq 0 ]; then result="ok, 0 crashes"; else result="FAILED (exit $$rc): see fuzz/$$log and fuzz/artifacts/$$t"; status=1; fi; \
+	  line="$$t: $${runs:-no run count}, $${cov:-cov: ?}, $$result"; echo "$$line"; summary="$$summary$$line\n"; \
+	done; echo "=== fuzz summary ($(FUZZ_TIME) s per target)"; printf "$$summary"; exit $$status
+
+# Writes the seed corpus fuzz/corpus/<target> from real payloads (fuzz/src/bin/seeds.rs).
+fuzz-seeds:
+	cd fuzz && cargo run --release --bin seeds
 
 unit: deps
 	cargo test --release -p redis-cache --lib -- --test-threads=4

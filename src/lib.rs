@@ -22,14 +22,15 @@ use redis_module::{redis_module, Context, InfoContext, RedisResult, RedisString,
 
 use crate::storage::datatype::CACHE_TYPE;
 
-/// Unit tests run without Redis: they must not use the Redis allocator.
-#[cfg(test)]
+/// Unit tests and the fuzz targets (feature `fuzzing`) run without Redis: they must not
+/// use the Redis allocator.
+#[cfg(any(test, feature = "fuzzing"))]
 type Allocator = std::alloc::System;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 const ALLOCATOR: Allocator = std::alloc::System;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 type Allocator = redis_module::alloc::RedisAlloc;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 const ALLOCATOR: Allocator = redis_module::alloc::RedisAlloc;
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {

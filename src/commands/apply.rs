@@ -9,6 +9,7 @@
 
 use redis_module::{Context, RedisResult, RedisValue};
 
+use super::args::ArgBytes;
 use crate::core::codec::{decode_header, Header, ValueSlot};
 use crate::error::CacheError;
 use crate::storage::arg::Arg;
@@ -17,20 +18,44 @@ use crate::storage::key::{open_entry_writable, Ttl};
 use crate::storage::server::{origin, Origin};
 use crate::storage::{handover, notify};
 
+/// A parsed `CACHE.APPLY`: the key, the decoded header, and the value if one was given.
+#[derive(Debug, PartialEq)]
+pub struct ApplyRequest<'a, A> {
+    pub name: &'a A,
+    pub header: Header,
+    pub value: Option<&'a A>,
+}
+
+/// `CACHE.APPLY`'s arguments (argv, the command name first). Whether the value matches the
+/// header's slot is checked once the key is open (a `Keep` takes the stored value).
+pub fn parse<A: ArgBytes>(args: &[A]) -> Result<ApplyRequest<'_, A>, CacheError> {
+    let (name, header, value) = match args {
+        [_, name, header] => (name, header, None),
+        [_, name, header, value] => (name, header, Some(value)),
+        _ => return Err(CacheError::Arity("cache.apply")),
+    };
+    let header = decode_header(header.bytes()).map_err(|e| CacheError::BadRecord(e.to_string()))?;
+    Ok(ApplyRequest {
+        name,
+        header,
+        value,
+    })
+}
+
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     if origin(ctx) == Origin::Client {
         return Err(CacheError::InternalOnly("CACHE.APPLY").into());
     }
-    let (name, header, value) = match args {
-        [_, name, header] => (name, header, None),
-        [_, name, header, value] => (name, header, Some(value)),
-        _ => return Err(CacheError::Arity("cache.apply").into()),
-    };
-    let Header {
-        mut entry,
-        value: slot,
-        keep_ttl,
-    } = decode_header(header.as_slice()).map_err(|e| CacheError::BadRecord(e.to_string()))?;
+    let ApplyRequest {
+        name,
+        header:
+            Header {
+                mut entry,
+                value: slot,
+                keep_ttl,
+            },
+        value,
+    } = parse(args)?;
     let mut key = open_entry_writable(ctx, name)?;
     entry.value = match (slot, value) {
         (ValueSlot::Present, Some(v)) => Some(v.as_slice().into()),

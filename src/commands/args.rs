@@ -1,10 +1,59 @@
 //! Argument parsing into typed requests, with the uniform errors of `crate::error`.
+//!
+//! Every command's parser is generic over [`ArgBytes`]: the server hands it `Arg`s (argv,
+//! borrowed, no copy), the property tests and the fuzz targets (`fuzz/`) plain byte strings.
 
 use crate::core::entry::MAX_SPAN_MS;
 use crate::core::number;
 use crate::storage::arg::Arg;
 
 use crate::error::CacheError;
+
+/// What a parser reads of an argument: its bytes. Implemented by `Arg` (Redis's argv) and by
+/// byte strings, so that every command's parsing runs without a server.
+pub trait ArgBytes {
+    fn bytes(&self) -> &[u8];
+}
+
+impl ArgBytes for Arg {
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl ArgBytes for &[u8] {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+impl ArgBytes for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+/// The one argument of a command that takes exactly one (`CACHE.GET key`, `CACHE.TAGCOUNT
+/// tag`); `cmd` names the command in the arity error.
+pub fn parse_one<'a, A: ArgBytes>(args: &'a [A], cmd: &'static str) -> Result<&'a A, CacheError> {
+    match args {
+        [_, one] => Ok(one),
+        _ => Err(CacheError::Arity(cmd)),
+    }
+}
+
+/// The arguments of a command that takes one or more of a kind (`CACHE.DEL key [key ...]`);
+/// `cmd` names the command in the arity error.
+pub fn parse_some<'a, A: ArgBytes>(
+    args: &'a [A],
+    cmd: &'static str,
+) -> Result<&'a [A], CacheError> {
+    match args {
+        [_, some @ ..] if !some.is_empty() => Ok(some),
+        _ => Err(CacheError::Arity(cmd)),
+    }
+}
 
 /// A decimal integer exactly as core Redis reads one (see `core::number`).
 pub fn parse_int(b: &[u8]) -> Result<i64, CacheError> {
@@ -64,15 +113,15 @@ pub trait OptionName: Copy + 'static {
 
 /// Walks `OPTION value` pairs, matching option names case-insensitively and refusing repeats
 /// (and two options of one group).
-pub struct Options<'a> {
-    rest: &'a [Arg],
+pub struct Options<'a, A> {
+    rest: &'a [A],
     /// One bit per group given so far: the bit of the group's first option in `O::ALL` (a
     /// command has far fewer than 64 options). No allocation on the write path.
     seen: u64,
 }
 
-impl<'a> Options<'a> {
-    pub fn new(rest: &'a [Arg]) -> Options<'a> {
+impl<'a, A: ArgBytes> Options<'a, A> {
+    pub fn new(rest: &'a [A]) -> Options<'a, A> {
         Options { rest, seen: 0 }
     }
 
@@ -81,7 +130,7 @@ impl<'a> Options<'a> {
         let Some((name, rest)) = self.rest.split_first() else {
             return Ok(None);
         };
-        let name = name.as_slice();
+        let name = name.bytes();
         let index = O::ALL
             .iter()
             .position(|o| o.word().as_bytes().eq_ignore_ascii_case(name))
@@ -99,7 +148,7 @@ impl<'a> Options<'a> {
         }
         self.seen |= bit;
         self.rest = rest;
-        Ok(Some((opt, value.as_slice())))
+        Ok(Some((opt, value.bytes())))
     }
 }
 

@@ -3,17 +3,20 @@
 
 use redis_module::{Context, RedisResult, RedisValue};
 
+use super::args::{parse_some, ArgBytes};
 use crate::error::CacheError;
 use crate::stats;
 use crate::storage::arg::Arg;
 use crate::storage::key::{open_entry, open_entry_writable};
 use crate::storage::{handover, ids, notify, replicate};
 
+/// `CACHE.DEL`'s arguments (argv, the command name first): the keys, at least one.
+pub fn parse<A: ArgBytes>(args: &[A]) -> Result<&[A], CacheError> {
+    parse_some(args, "cache.del")
+}
+
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
-    if args.len() < 2 {
-        return Err(CacheError::Arity("cache.del").into());
-    }
-    let names = &args[1..];
+    let names = parse(args)?;
     // Check every key first: a WRONGTYPE must leave all of them untouched.
     for name in names {
         open_entry(ctx, name)?;

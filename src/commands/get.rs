@@ -3,8 +3,8 @@
 
 use redis_module::{Context, RedisResult, RedisValue};
 
+use super::args::parse_one;
 use crate::core::entry::Freshness;
-use crate::error::CacheError;
 use crate::reply;
 use crate::stats;
 use crate::storage::arg::Arg;
@@ -12,9 +12,7 @@ use crate::storage::ids::now_ms;
 use crate::storage::key::open_entry;
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
-    let [_, name] = args else {
-        return Err(CacheError::Arity("cache.get").into());
-    };
+    let name = parse_one(args, "cache.get")?;
     let key = open_entry(ctx, name)?;
     let entry = key.as_ref().map(|k| k.entry());
     let now = now_ms();

@@ -9,7 +9,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use redis_module::{Context, RedisResult, RedisValue};
 
-use super::args::{parse_beta, parse_positive_ms, OptionName, Options};
+use super::args::{parse_beta, parse_positive_ms, ArgBytes, OptionName, Options};
 use super::read;
 use crate::config;
 use crate::core::xfetch::{decide, Status};
@@ -35,9 +35,19 @@ impl OptionName for GetxOption {
     }
 }
 
-pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
+/// A parsed `CACHE.GETX`: the key, and the options resolved at `now` (config defaults for
+/// those not given).
+#[derive(Debug, PartialEq)]
+pub struct GetxRequest<'a, A> {
+    pub name: &'a A,
+    pub beta: f64,
+    pub lease_until: i64,
+}
+
+/// `CACHE.GETX`'s arguments (argv, the command name first) at `now`.
+pub fn parse<A: ArgBytes>(args: &[A], now: i64) -> Result<GetxRequest<'_, A>, CacheError> {
     let [_, name, opts @ ..] = args else {
-        return Err(CacheError::Arity("cache.getx").into());
+        return Err(CacheError::Arity("cache.getx"));
     };
     let mut beta = None;
     let mut lease_ms = None;
@@ -48,12 +58,25 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
             GetxOption::Lease => lease_ms = Some(parse_positive_ms(v, "LEASE")?),
         }
     }
-    let now = ids::now_ms();
     let lease_ms = lease_ms.unwrap_or_else(config::lease_ms);
     let lease_until = now
         .checked_add(lease_ms)
         .ok_or(CacheError::InvalidTime("LEASE"))?;
     let beta = beta.unwrap_or_else(config::beta);
+    Ok(GetxRequest {
+        name,
+        beta,
+        lease_until,
+    })
+}
+
+pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let now = ids::now_ms();
+    let GetxRequest {
+        name,
+        beta,
+        lease_until,
+    } = parse(args, now)?;
 
     // Decide on a read-only handle: a hit touches nothing (no WATCH invalidation, no
     // replication).

@@ -7,16 +7,14 @@
 
 use redis_module::{Context, RedisResult, RedisValue};
 
+use super::args::parse_one;
 use crate::core::entry::NEVER;
-use crate::error::CacheError;
 use crate::storage::arg::Arg;
 use crate::storage::ids;
 use crate::storage::key::open_entry;
 
 pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
-    let [_, name] = args else {
-        return Err(CacheError::Arity("cache.inspect").into());
-    };
+    let name = parse_one(args, "cache.inspect")?;
     let key = open_entry(ctx, name)?;
     let Some(e) = key.as_ref().map(|k| k.entry()) else {
         return Ok(RedisValue::Null);

@@ -8,7 +8,7 @@
 
 use redis_module::{Context, ContextFlags, RedisResult, RedisValue};
 
-use super::args::{parse_positive_ms, OptionName, Options};
+use super::args::{parse_positive_ms, ArgBytes, OptionName, Options};
 use super::read;
 use crate::config;
 use crate::core::entry::Entry;
@@ -37,9 +37,20 @@ impl OptionName for LockgetOption {
     }
 }
 
-pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
+/// A parsed `CACHE.LOCKGET`: the key, and the options resolved at `now` (the config's lease
+/// time when `PX` is not given).
+#[derive(Debug, PartialEq)]
+pub struct LockgetRequest<'a, A> {
+    pub name: &'a A,
+    pub lease_ms: i64,
+    pub lease_until: i64,
+    pub wait_ms: Option<i64>,
+}
+
+/// `CACHE.LOCKGET`'s arguments (argv, the command name first) at `now`.
+pub fn parse<A: ArgBytes>(args: &[A], now: i64) -> Result<LockgetRequest<'_, A>, CacheError> {
     let [_, name, opts @ ..] = args else {
-        return Err(CacheError::Arity("cache.lockget").into());
+        return Err(CacheError::Arity("cache.lockget"));
     };
     let mut lease_ms = None;
     let mut wait_ms = None;
@@ -50,7 +61,6 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
             LockgetOption::Wait => wait_ms = Some(parse_positive_ms(v, "WAIT")?),
         }
     }
-    let now = ids::now_ms();
     let lease_ms = lease_ms.unwrap_or_else(config::lease_ms);
     let lease_until = now
         .checked_add(lease_ms)
@@ -58,6 +68,22 @@ pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
     if let Some(w) = wait_ms {
         now.checked_add(w).ok_or(CacheError::InvalidTime("WAIT"))?;
     }
+    Ok(LockgetRequest {
+        name,
+        lease_ms,
+        lease_until,
+        wait_ms,
+    })
+}
+
+pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let now = ids::now_ms();
+    let LockgetRequest {
+        name,
+        lease_ms,
+        lease_until,
+        wait_ms,
+    } = parse(args, now)?;
     // Inside MULTI/EXEC or a script nothing may block: WAIT answers as without it.
     let wait_ms = wait_ms.filter(|_| !ctx.get_flags().contains(ContextFlags::DENY_BLOCKING));
 

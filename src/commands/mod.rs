@@ -8,11 +8,15 @@
 
 pub mod apply;
 pub mod args;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod check;
 pub mod del;
 pub mod get;
 pub mod getx;
 pub mod inspect;
 pub mod lockget;
+#[cfg(test)]
+mod props;
 pub mod read;
 pub mod register;
 pub mod release;

@@ -4,17 +4,30 @@
 
 use redis_module::{Context, RedisResult, RedisValue};
 
-use super::args::parse_token;
+use super::args::{parse_token, ArgBytes};
 use crate::error::CacheError;
 use crate::storage::arg::Arg;
 use crate::storage::key::open_entry_writable;
 use crate::storage::{handover, ids};
 
-pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
+/// A parsed `CACHE.RELEASE`.
+#[derive(Debug, PartialEq)]
+pub struct ReleaseRequest<'a, A> {
+    pub name: &'a A,
+    pub token: u64,
+}
+
+/// `CACHE.RELEASE`'s arguments (argv, the command name first).
+pub fn parse<A: ArgBytes>(args: &[A]) -> Result<ReleaseRequest<'_, A>, CacheError> {
     let [_, name, token] = args else {
-        return Err(CacheError::Arity("cache.release").into());
+        return Err(CacheError::Arity("cache.release"));
     };
-    let token = parse_token(token.as_slice())?;
+    let token = parse_token(token.bytes())?;
+    Ok(ReleaseRequest { name, token })
+}
+
+pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let ReleaseRequest { name, token } = parse(args)?;
     let now = ids::now_ms();
     let mut key = open_entry_writable(ctx, name)?;
     let released =

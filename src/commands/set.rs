@@ -6,7 +6,9 @@
 
 use redis_module::{Context, RedisResult, RedisValue};
 
-use super::args::{parse_ex, parse_positive_ms, parse_span_ms, parse_token, OptionName, Options};
+use super::args::{
+    parse_ex, parse_positive_ms, parse_span_ms, parse_token, ArgBytes, OptionName, Options,
+};
 use crate::config;
 use crate::core::entry::{copy_value, decide_write, LeaseEffect, Write, NEVER};
 use crate::error::CacheError;
@@ -46,8 +48,8 @@ impl OptionName for WriteOption {
 
 /// Parses the write options every value-writing command shares,
 /// `(EX s | PX ms) [GRACE ms] [DELTA ms] [TOKEN token]`; `ttl_required` for CACHE.SET.
-pub fn parse_write_options(
-    opts: &[Arg],
+pub fn parse_write_options<A: ArgBytes>(
+    opts: &[A],
     ttl_required: bool,
     now: i64,
 ) -> Result<Write, CacheError> {
@@ -92,12 +94,26 @@ pub fn parse_write_options(
     })
 }
 
-pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
+/// A parsed `CACHE.SET`: the key and value as given, the write its options make at `now`.
+#[derive(Debug, PartialEq)]
+pub struct SetRequest<'a, A> {
+    pub name: &'a A,
+    pub value: &'a A,
+    pub write: Write,
+}
+
+/// `CACHE.SET`'s arguments (argv, the command name first) at `now`.
+pub fn parse<A: ArgBytes>(args: &[A], now: i64) -> Result<SetRequest<'_, A>, CacheError> {
     let [_, name, value, opts @ ..] = args else {
-        return Err(CacheError::Arity("cache.set").into());
+        return Err(CacheError::Arity("cache.set"));
     };
-    let now = ids::now_ms();
     let write = parse_write_options(opts, true, now)?;
+    Ok(SetRequest { name, value, write })
+}
+
+pub fn run(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let now = ids::now_ms();
+    let SetRequest { name, value, write } = parse(args, now)?;
     match store(ctx, name, value, &write, Tags::Keep, now, None)? {
         Some(version) => Ok(RedisValue::Integer(version as i64)),
         None => Ok(RedisValue::Null),

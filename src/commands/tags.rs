@@ -15,7 +15,9 @@
 
 use redis_module::{Context, RedisResult, RedisValue};
 
+use super::args::{parse_one, parse_some, ArgBytes};
 use super::set::{parse_write_options, store, Tags};
+use crate::core::entry::Write;
 use crate::core::number::parse_i64;
 use crate::core::spread::SpreadId;
 use crate::core::tags::Tomb;
@@ -30,15 +32,40 @@ use crate::wrapper::{invalidation, spread};
 /// `TAGSCAN`'s page size when `COUNT` is not given, as for `SCAN`.
 const DEFAULT_COUNT: usize = 10;
 
-pub fn tagset(ctx: &Context, args: &[Arg]) -> RedisResult {
+/// A parsed `CACHE.TAGSET`: as `CACHE.SET`'s, and the tags (each once, in the order given).
+#[derive(Debug, PartialEq)]
+pub struct TagsetRequest<'a, A> {
+    pub name: &'a A,
+    pub value: &'a A,
+    pub write: Write,
+    pub tags: TagList,
+}
+
+/// `CACHE.TAGSET`'s arguments (argv, the command name first) at `now`.
+pub fn parse_tagset<A: ArgBytes>(args: &[A], now: i64) -> Result<TagsetRequest<'_, A>, CacheError> {
     let [_, name, value, rest @ ..] = args else {
-        return Err(CacheError::Arity("cache.tagset").into());
+        return Err(CacheError::Arity("cache.tagset"));
     };
     let (opts, tags) = split_tags(rest)?;
-    let owned = tags.ok_or(CacheError::Missing("TAGS"))?;
-    let now = ids::now_ms();
+    let tags = tags.ok_or(CacheError::Missing("TAGS"))?;
     let write = parse_write_options(opts, true, now)?;
-    match store(ctx, name, value, &write, Tags::Replace(owned), now, None)? {
+    Ok(TagsetRequest {
+        name,
+        value,
+        write,
+        tags,
+    })
+}
+
+pub fn tagset(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let now = ids::now_ms();
+    let TagsetRequest {
+        name,
+        value,
+        write,
+        tags,
+    } = parse_tagset(args, now)?;
+    match store(ctx, name, value, &write, Tags::Replace(tags), now, None)? {
         Some(version) => Ok(RedisValue::Integer(version as i64)),
         None => Ok(RedisValue::Null),
     }
@@ -50,10 +77,10 @@ pub type TagList = Vec<Vec<u8>>;
 /// Splits a write's arguments at `TAGS`: the options before it, and the tags after it (each
 /// once, in the order given), if `TAGS` is there. Option values are numbers, so the first
 /// `TAGS` is the keyword.
-pub fn split_tags(rest: &[Arg]) -> Result<(&[Arg], Option<TagList>), CacheError> {
+pub fn split_tags<A: ArgBytes>(rest: &[A]) -> Result<(&[A], Option<TagList>), CacheError> {
     let Some(at) = rest
         .iter()
-        .position(|a| a.as_slice().eq_ignore_ascii_case(b"TAGS"))
+        .position(|a| a.bytes().eq_ignore_ascii_case(b"TAGS"))
     else {
         return Ok((rest, None));
     };
@@ -63,7 +90,7 @@ pub fn split_tags(rest: &[Arg]) -> Result<(&[Arg], Option<TagList>), CacheError>
     }
     let mut owned: Vec<Vec<u8>> = Vec::with_capacity(tags.len());
     for t in tags {
-        let t = t.as_slice();
+        let t = t.bytes();
         if !owned.iter().any(|o| o == t) {
             owned.push(t.to_vec());
         }
@@ -72,9 +99,7 @@ pub fn split_tags(rest: &[Arg]) -> Result<(&[Arg], Option<TagList>), CacheError>
 }
 
 pub fn tags(ctx: &Context, args: &[Arg]) -> RedisResult {
-    let [_, name] = args else {
-        return Err(CacheError::Arity("cache.tags").into());
-    };
+    let name = parse_one(args, "cache.tags")?;
     let tags = match open_entry(ctx, name)? {
         Some(key) => key
             .entry()
@@ -87,33 +112,43 @@ pub fn tags(ctx: &Context, args: &[Arg]) -> RedisResult {
 }
 
 pub fn tagcount(ctx: &Context, args: &[Arg]) -> RedisResult {
-    let [_, tag] = args else {
-        return Err(CacheError::Arity("cache.tagcount").into());
-    };
+    let tag = parse_one(args, "cache.tagcount")?;
     let db = server::selected_db(ctx);
     let n = tagindex::with(|ix| ix.count(db, tag.as_slice()));
     Ok(RedisValue::Integer(n as i64))
 }
 
-pub fn tagscan(ctx: &Context, args: &[Arg]) -> RedisResult {
+/// A parsed `CACHE.TAGSCAN`.
+#[derive(Debug, PartialEq)]
+pub struct TagscanRequest<'a, A> {
+    pub tag: &'a A,
+    pub cursor: u64,
+    pub count: usize,
+}
+
+/// `CACHE.TAGSCAN`'s arguments (argv, the command name first).
+pub fn parse_tagscan<A: ArgBytes>(args: &[A]) -> Result<TagscanRequest<'_, A>, CacheError> {
     let [_, tag, cursor, rest @ ..] = args else {
-        return Err(CacheError::Arity("cache.tagscan").into());
+        return Err(CacheError::Arity("cache.tagscan"));
     };
-    let cursor = std::str::from_utf8(cursor.as_slice())
+    let cursor = std::str::from_utf8(cursor.bytes())
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .ok_or(CacheError::InvalidCursor)?;
     let count = match rest {
         [] => DEFAULT_COUNT,
-        [opt, n] if opt.as_slice().eq_ignore_ascii_case(b"COUNT") => {
-            match parse_i64(n.as_slice()) {
-                Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
-                Some(_) => return Err(CacheError::Syntax.into()),
-                None => return Err(CacheError::NotInteger.into()),
-            }
-        }
-        _ => return Err(CacheError::Syntax.into()),
+        [opt, n] if opt.bytes().eq_ignore_ascii_case(b"COUNT") => match parse_i64(n.bytes()) {
+            Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
+            Some(_) => return Err(CacheError::Syntax),
+            None => return Err(CacheError::NotInteger),
+        },
+        _ => return Err(CacheError::Syntax),
     };
+    Ok(TagscanRequest { tag, cursor, count })
+}
+
+pub fn tagscan(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let TagscanRequest { tag, cursor, count } = parse_tagscan(args)?;
     let (next, keys) = scan_for_tag(ctx, tag.as_slice(), cursor, count)?;
     Ok(RedisValue::Array(vec![
         RedisValue::StringBuffer(next.into_bytes()),
@@ -165,13 +200,13 @@ fn carries(ctx: &Context, name: &[u8], tag: &[u8]) -> bool {
     })
 }
 
+/// `CACHE.TAGINVALIDATE`'s arguments (argv, the command name first): the tags, at least one.
+pub fn parse_taginvalidate<A: ArgBytes>(args: &[A]) -> Result<&[A], CacheError> {
+    parse_some(args, "cache.taginvalidate")
+}
+
 pub fn taginvalidate(ctx: &Context, args: &[Arg]) -> RedisResult {
-    let [_, tags @ ..] = args else {
-        return Err(CacheError::Arity("cache.taginvalidate").into());
-    };
-    if tags.is_empty() {
-        return Err(CacheError::Arity("cache.taginvalidate").into());
-    }
+    let tags = parse_taginvalidate(args)?;
     let db = server::selected_db(ctx);
     let tags: Vec<&[u8]> = tags.iter().map(|t| t.as_slice()).collect();
     let (seq, n) = invalidation::apply_new(ctx, db, &tags, None)?;
@@ -179,41 +214,59 @@ pub fn taginvalidate(ctx: &Context, args: &[Arg]) -> RedisResult {
     spread::spread(ctx, db, &tags, seq, n as u64)
 }
 
-pub fn tagapply(ctx: &Context, args: &[Arg]) -> RedisResult {
-    if origin(ctx) == Origin::Client {
-        return Err(CacheError::InternalOnly("CACHE.TAGAPPLY").into());
-    }
+/// A parsed `CACHE.TAGAPPLY`.
+#[derive(Debug, PartialEq)]
+pub struct TagapplyRequest<'a, A> {
+    /// `SPREAD origin seq`: another primary's cluster-wide invalidation.
+    pub from: Option<SpreadId>,
+    pub tomb: Tomb,
+    pub tags: &'a [A],
+}
+
+/// `CACHE.TAGAPPLY`'s arguments (argv, the command name first).
+pub fn parse_tagapply<A: ArgBytes>(args: &[A]) -> Result<TagapplyRequest<'_, A>, CacheError> {
     // `SPREAD origin seq` first: another primary's cluster-wide invalidation, applied by our
     // primary (ids are numbers, so the word cannot be mistaken for one).
     let (from, rest) = match args {
-        [_, word, origin, seq, rest @ ..] if word.as_slice().eq_ignore_ascii_case(b"SPREAD") => {
-            let seq = parse_i64(seq.as_slice())
+        [_, word, origin, seq, rest @ ..] if word.bytes().eq_ignore_ascii_case(b"SPREAD") => {
+            let seq = parse_i64(seq.bytes())
                 .and_then(|v| u64::try_from(v).ok())
                 .ok_or_else(|| CacheError::BadRecord("invalid invalidation sequence".into()))?;
             let id = SpreadId {
-                origin: origin.as_slice().to_vec(),
+                origin: origin.bytes().to_vec(),
                 seq,
             };
             (Some(id), rest)
         }
         [_, rest @ ..] => (None, rest),
-        [] => return Err(CacheError::Arity("cache.tagapply").into()),
+        [] => return Err(CacheError::Arity("cache.tagapply")),
     };
     let [id, until, tags @ ..] = rest else {
-        return Err(CacheError::Arity("cache.tagapply").into());
+        return Err(CacheError::Arity("cache.tagapply"));
     };
     if tags.is_empty() {
-        return Err(CacheError::Arity("cache.tagapply").into());
+        return Err(CacheError::Arity("cache.tagapply"));
     }
-    let id = parse_i64(id.as_slice())
+    let id = parse_i64(id.bytes())
         .and_then(|v| u64::try_from(v).ok())
         .filter(|v| *v > 0 && is_valid_id(*v))
         .ok_or_else(|| CacheError::BadRecord("invalid invalidation id".into()))?;
-    let until_ms = parse_i64(until.as_slice())
+    let until_ms = parse_i64(until.bytes())
         .ok_or_else(|| CacheError::BadRecord("invalid invalidation end".into()))?;
-    ids::observe(id);
-    tagindex::lease_granted(until_ms);
-    let tomb = Tomb { id, until_ms };
+    Ok(TagapplyRequest {
+        from,
+        tomb: Tomb { id, until_ms },
+        tags,
+    })
+}
+
+pub fn tagapply(ctx: &Context, args: &[Arg]) -> RedisResult {
+    if origin(ctx) == Origin::Client {
+        return Err(CacheError::InternalOnly("CACHE.TAGAPPLY").into());
+    }
+    let TagapplyRequest { from, tomb, tags } = parse_tagapply(args)?;
+    ids::observe(tomb.id);
+    tagindex::lease_granted(tomb.until_ms);
     let tags: Vec<&[u8]> = tags.iter().map(|t| t.as_slice()).collect();
     let n = invalidation::apply(ctx, server::selected_db(ctx), &tags, tomb);
     if let Some(from) = from {

@@ -13,8 +13,10 @@
 
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
+use super::args::{parse_one, ArgBytes};
 use super::set::{parse_write_options, store, Tags};
-use super::tags::split_tags;
+use super::tags::{split_tags, TagList};
+use crate::core::entry::Write;
 use crate::error::CacheError;
 use crate::stats;
 use crate::storage::arg::Arg;
@@ -22,18 +24,55 @@ use crate::storage::key::{open_entry, open_entry_writable};
 use crate::storage::wbqueue::{self, Field, DEL, KEY, MS, OP, SET, VALUE, VERSION};
 use crate::storage::{handover, ids, notify, replicate};
 
-pub fn wbqueue(ctx: &Context, args: &[Arg]) -> RedisResult {
+/// A parsed `CACHE.WBQUEUE`: the key and value as given, the write at `now`, the tags if
+/// `TAGS` was given (each once, in the order given).
+#[derive(Debug, PartialEq)]
+pub struct WbqueueRequest<'a, A> {
+    pub name: &'a A,
+    pub value: &'a A,
+    pub write: Write,
+    pub tags: Option<TagList>,
+}
+
+/// `CACHE.WBQUEUE`'s arguments (argv, the command name first) at `now`.
+pub fn parse_wbqueue<A: ArgBytes>(
+    args: &[A],
+    now: i64,
+) -> Result<WbqueueRequest<'_, A>, CacheError> {
     let [_, name, value, rest @ ..] = args else {
-        return Err(CacheError::Arity("cache.wbqueue").into());
+        return Err(CacheError::Arity("cache.wbqueue"));
     };
     let (opts, tags) = split_tags(rest)?;
-    let now = ids::now_ms();
     let write = parse_write_options(opts, false, now)?;
     // The contract's options only: a write-behind write is authoritative, and its cost is
     // the database's, not a recompute's.
     if write.token.is_some() || write.delta_ms.is_some() {
-        return Err(CacheError::Syntax.into());
+        return Err(CacheError::Syntax);
     }
+    Ok(WbqueueRequest {
+        name,
+        value,
+        write,
+        tags,
+    })
+}
+
+/// `CACHE.WBQUEUES` takes no arguments (argv: the command name only).
+pub fn parse_wbqueues<A: ArgBytes>(args: &[A]) -> Result<(), CacheError> {
+    match args.len() {
+        1 => Ok(()),
+        _ => Err(CacheError::Arity("cache.wbqueues")),
+    }
+}
+
+pub fn wbqueue(ctx: &Context, args: &[Arg]) -> RedisResult {
+    let now = ids::now_ms();
+    let WbqueueRequest {
+        name,
+        value,
+        write,
+        tags,
+    } = parse_wbqueue(args, now)?;
     // A key of another type is refused by `store` before anything is written.
     let queue = wbqueue::check(ctx, wbqueue::queue_for(ctx, name))?;
     let mut id = None;
@@ -64,9 +103,7 @@ pub fn wbqueue(ctx: &Context, args: &[Arg]) -> RedisResult {
 }
 
 pub fn wbdel(ctx: &Context, args: &[Arg]) -> RedisResult {
-    let [_, name] = args else {
-        return Err(CacheError::Arity("cache.wbdel").into());
-    };
+    let name = parse_one(args, "cache.wbdel")?;
     // WRONGTYPE before anything else, as `CACHE.DEL`.
     open_entry(ctx, name)?;
     let queue = wbqueue::check(ctx, wbqueue::queue_for(ctx, name))?;
@@ -102,9 +139,7 @@ pub fn wbdel(ctx: &Context, args: &[Arg]) -> RedisResult {
 }
 
 pub fn wbqueues(ctx: &Context, args: &[Arg]) -> RedisResult {
-    if args.len() != 1 {
-        return Err(CacheError::Arity("cache.wbqueues").into());
-    }
+    parse_wbqueues(args)?;
     Ok(RedisValue::Array(
         wbqueue::existing(ctx)
             .into_iter()

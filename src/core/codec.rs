@@ -213,9 +213,60 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, CodecError> {
     })
 }
 
+/// What the property tests and the fuzz targets (`fuzz/`) check of any bytes given to the
+/// decoder. `Err` says what broke.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod check {
+    use super::*;
+    use crate::core::entry::MAX_SPAN_MS;
+
+    /// Encodes a decoded header again, with the flags it was decoded with.
+    pub fn reencode(h: &Header) -> Vec<u8> {
+        let mut e = h.entry.clone();
+        e.value = match h.value {
+            ValueSlot::None => None,
+            ValueSlot::Present | ValueSlot::Keep => Some(Box::default()),
+        };
+        encode(&e, h.value == ValueSlot::Keep, h.keep_ttl)
+    }
+
+    /// Decoding `buf` either refuses it or yields a header that encodes back to `buf` (to the
+    /// same header when a span above `MAX_SPAN_MS` was held at it), with ids in range.
+    pub fn decode(buf: &[u8]) -> Result<Option<Header>, String> {
+        let Ok(h) = decode_header(buf) else {
+            return Ok(None);
+        };
+        let e = &h.entry;
+        if !is_valid_id(e.version)
+            || e.lease()
+                .is_some_and(|l| l.token == 0 || !is_valid_id(l.token))
+        {
+            return Err(format!("id out of range decoded: {e:?}"));
+        }
+        if e.value.is_some() {
+            return Err("a header decoded with a value".into());
+        }
+        let again = reencode(&h);
+        let clamped = [10..18, 18..26]
+            .into_iter()
+            .any(|r| i64::from_le_bytes(buf[r].try_into().expect("8 bytes")) > MAX_SPAN_MS);
+        if !clamped && again != buf {
+            return Err(format!("re-encodes differently: {buf:?} -> {again:?}"));
+        }
+        match decode_header(&again) {
+            Ok(back) if back == h => Ok(Some(h)),
+            other => Err(format!(
+                "re-encoding decodes differently: {h:?} -> {other:?}"
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::spoil::{any_record, mutation, spoil};
+    use proptest::prelude::*;
 
     fn sample() -> Entry {
         let mut e = Entry::new(
@@ -326,6 +377,48 @@ mod tests {
                 })
                 .collect();
             let _ = decode_header(&buf);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn every_record_round_trips((e, kv, kt) in any_record()) {
+            let buf = encode(&e, kv, kt);
+            let h = decode_header(&buf).unwrap();
+            let slot = match (&e.value, kv) {
+                (None, _) => ValueSlot::None,
+                (Some(_), false) => ValueSlot::Present,
+                (Some(_), true) => ValueSlot::Keep,
+            };
+            prop_assert_eq!((h.value, h.keep_ttl), (slot, kt));
+            let mut back = h.entry.clone();
+            back.value = e.value.clone();
+            prop_assert_eq!(&back, &e);
+            prop_assert_eq!(check::decode(&buf), Ok(Some(h)));
+        }
+
+        #[test]
+        fn spoiled_records_are_refused_or_decode_consistently(
+            (e, kv, kt) in any_record(),
+            (other, okv, okt) in any_record(),
+            ms in proptest::collection::vec(mutation(), 1..4),
+        ) {
+            let other = encode(&other, okv, okt);
+            let buf = ms.iter().fold(encode(&e, kv, kt), |b, m| spoil(b, m, &other));
+            let checked = check::decode(&buf);
+            prop_assert!(checked.is_ok(), "{:?}", checked);
+        }
+
+        #[test]
+        fn garbage_is_refused_or_decodes_consistently(
+            head in proptest::sample::select(vec![vec![], vec![FORMAT], vec![FORMAT, HAS_LEASE], vec![FORMAT, KNOWN_FLAGS]]),
+            tail in proptest::collection::vec(any::<u8>(), 0..96),
+        ) {
+            let buf = [head, tail].concat();
+            let checked = check::decode(&buf);
+            prop_assert!(checked.is_ok(), "{:?}", checked);
         }
     }
 }

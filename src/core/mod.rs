@@ -7,6 +7,8 @@ pub mod extras;
 pub mod lock;
 pub mod number;
 pub mod slots;
+#[cfg(test)]
+pub mod spoil;
 pub mod spread;
 pub mod tags;
 pub mod topology;

@@ -249,9 +249,33 @@ impl Applied {
     }
 }
 
+/// What the property tests and the fuzz targets (`fuzz/`) check of any bytes received.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod check {
+    use super::*;
+
+    /// A message received either is refused or is exactly what its encoding sends, with a
+    /// tag to invalidate.
+    pub fn decode(buf: &[u8]) -> Result<Option<Message>, String> {
+        let Some(m) = Message::decode(buf) else {
+            return Ok(None);
+        };
+        if let Message::Invalidate { tags, .. } = &m {
+            if tags.is_empty() {
+                return Err("an invalidation of no tags decoded".into());
+            }
+        }
+        match m.encode() == buf {
+            true => Ok(Some(m)),
+            false => Err(format!("{m:?} encodes to other bytes than {buf:?}")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::spoil::{mutation, spoil};
     use proptest::prelude::*;
 
     fn id(seq: u64) -> SpreadId {
@@ -344,12 +368,47 @@ mod tests {
         assert_eq!(o.progress(), Progress::Done(1 + 4 + 2 + 3));
     }
 
+    fn any_message() -> impl Strategy<Value = Message> {
+        let id = (
+            proptest::collection::vec(any::<u8>(), 0..=255),
+            any::<u64>(),
+        )
+            .prop_map(|(origin, seq)| SpreadId { origin, seq });
+        let tags = proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 1..5);
+        prop_oneof![
+            (id.clone(), any::<i32>(), tags).prop_map(|(id, db, tags)| Message::Invalidate {
+                id,
+                db,
+                tags
+            }),
+            (id, any::<u64>()).prop_map(|(id, count)| Message::Confirm { id, count }),
+        ]
+    }
+
     proptest! {
         #[test]
         fn decoding_garbage_never_panics(buf in proptest::collection::vec(any::<u8>(), 0..64)) {
             if let Some(m) = Message::decode(&buf) {
                 prop_assert_eq!(m.encode(), buf);
             }
+        }
+
+        #[test]
+        fn messages_round_trip(m in any_message()) {
+            prop_assert_eq!(Message::decode(&m.encode()), Some(m.clone()));
+            prop_assert_eq!(check::decode(&m.encode()), Ok(Some(m)));
+        }
+
+        #[test]
+        fn spoiled_messages_are_refused_or_decode_consistently(
+            m in any_message(),
+            other in any_message(),
+            ms in proptest::collection::vec(mutation(), 1..4),
+        ) {
+            let other = other.encode();
+            let buf = ms.iter().fold(m.encode(), |b, m| spoil(b, m, &other));
+            let checked = check::decode(&buf);
+            prop_assert!(checked.is_ok(), "{:?}", checked);
         }
     }
 }

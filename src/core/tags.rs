@@ -587,11 +587,418 @@ impl TagIndex {
     }
 }
 
+/// The model the property tests and the fuzz targets (`fuzz/`) hold the index to: every
+/// operation the storage layer makes, checked after each against plain lists of entries and
+/// maps of invalidations, and the index's own structure checked for consistency.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod check {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Databases and tags are drawn from small sets, so that operations meet.
+    pub const DBS: i32 = 3;
+    pub const TAGS: u8 = 5;
+
+    #[derive(Debug, Clone)]
+    pub enum Op {
+        /// An entry with these tags (by number, repeats possible) is written.
+        Add(i32, Vec<u8>),
+        /// The live entry at this index (modulo their number) goes: deleted, expired, evicted,
+        /// overwritten without tags.
+        Remove(usize),
+        /// The live entry at this index is overwritten with these tags (`CACHE.TAGSET`).
+        Replace(usize, Vec<u8>),
+        /// `CACHE.TAGINVALIDATE`, its tomb lasting this long after the clock.
+        Invalidate(i32, Vec<u8>, i64),
+        FlushDb(i32),
+        Swap(i32, i32),
+        /// `FLUSHALL`, or a load that replaces the keyspace.
+        Clear,
+        /// A load that brought the invalidations with it: the index is rebuilt from the live
+        /// entries (and the invalidated ones still in the keyspace).
+        Rebuild,
+        /// A removal walk of the keyspace begins; it ends at the next `WalkEnds`.
+        WalkBegins,
+        /// The walk in progress ends, having removed every invalidated entry it saw.
+        WalkEnds,
+        /// The invalidated entry at this index leaves the keyspace (a removal, an expiry).
+        InvalidatedGone(usize),
+        /// The clock moves on this far, and tombs are dropped.
+        Tick(i64),
+        /// Whether an entry of the db with these tags and a version this far back from the
+        /// clock is invalidated (and a fill with such a token allowed).
+        Query(i32, Vec<u8>, u64),
+    }
+
+    /// Operations from bytes (the fuzz targets): each op takes a few bytes, the last one those
+    /// that are left.
+    pub fn ops_from_bytes(mut b: &[u8]) -> Vec<Op> {
+        let mut ops = Vec::new();
+        let mut next = |n: usize| -> Option<Vec<u8>> {
+            let (head, rest) = b.split_at_checked(n)?;
+            b = rest;
+            Some(head.to_vec())
+        };
+        let tags = |bits: u8| -> Vec<u8> {
+            let t: Vec<u8> = (0..TAGS).filter(|t| bits >> t & 1 == 1).collect();
+            if t.is_empty() {
+                vec![bits % TAGS]
+            } else {
+                t
+            }
+        };
+        while let Some(h) = next(3) {
+            let (kind, x, y) = (h[0], h[1], h[2]);
+            let db = i32::from(x % DBS as u8);
+            ops.push(match kind % 13 {
+                0..=2 => Op::Add(db, tags(y)),
+                3 => Op::Remove(usize::from(y)),
+                4 => Op::Replace(usize::from(x), tags(y)),
+                5 => Op::Invalidate(db, tags(y), i64::from(x) * 10),
+                6 => Op::FlushDb(db),
+                7 => Op::Swap(db, i32::from(y % DBS as u8)),
+                8 => match y % 4 {
+                    0 => Op::Clear,
+                    _ => Op::Rebuild,
+                },
+                9 => match y % 2 {
+                    0 => Op::WalkBegins,
+                    _ => Op::WalkEnds,
+                },
+                10 => Op::InvalidatedGone(usize::from(y)),
+                11 => Op::Tick(i64::from(y)),
+                _ => Op::Query(db, tags(y), u64::from(x % 8)),
+            });
+        }
+        ops
+    }
+
+    #[derive(Debug, Clone)]
+    struct Stored {
+        db: i32,
+        tags: Vec<Vec<u8>>,
+        version: u64,
+    }
+
+    fn tag(n: u8) -> Vec<u8> {
+        vec![b't', n]
+    }
+
+    /// Runs `ops` on a fresh index and on the model; `Err` says where they first disagree.
+    pub fn run(ops: &[Op]) -> Result<(), String> {
+        let mut ix = TagIndex::new();
+        let mut live: Vec<Stored> = Vec::new();
+        // Invalidated entries still in the keyspace, with the walk that will remove them
+        // (the first to begin after their invalidation).
+        let mut dead: Vec<(Stored, u64)> = Vec::new();
+        // (db, tag) -> (tomb, the walk that must end before it may go).
+        let mut tombs: BTreeMap<(i32, Vec<u8>), (Tomb, u64)> = BTreeMap::new();
+        let (mut clock, mut now) = (1u64, 0i64);
+        let (mut next_walk, mut walk_done, mut walking) = (1u64, 0u64, None::<u64>);
+        for (step, op) in ops.iter().enumerate() {
+            let upcoming = next_walk.max(walk_done + 1);
+            let fail = |what: String| Err(format!("step {step} {op:?}: {what}"));
+            match op {
+                Op::Add(db, ts) => {
+                    let tags: Vec<Vec<u8>> = ts.iter().map(|&n| tag(n)).collect();
+                    ix.add(*db, &tags);
+                    live.push(Stored {
+                        db: *db,
+                        tags,
+                        version: clock,
+                    });
+                    clock += 1;
+                }
+                Op::Remove(i) if !live.is_empty() => {
+                    let e = live.swap_remove(i % live.len());
+                    if !ix.remove(e.db, &e.tags) {
+                        return fail("the index did not have a live entry".into());
+                    }
+                }
+                Op::Replace(i, ts) if !live.is_empty() => {
+                    let i = i % live.len();
+                    let e = &mut live[i];
+                    if !ix.remove(e.db, &e.tags) {
+                        return fail("the index did not have a live entry".into());
+                    }
+                    e.tags = ts.iter().map(|&n| tag(n)).collect();
+                    e.version = clock;
+                    clock += 1;
+                    ix.add(e.db, &e.tags);
+                }
+                Op::Remove(_) | Op::Replace(..) => {}
+                Op::Invalidate(db, ts, lasts) => {
+                    let tags: Vec<Vec<u8>> = ts.iter().map(|&n| tag(n)).collect();
+                    let refs: Vec<&[u8]> = tags.iter().map(|t| &t[..]).collect();
+                    let tomb = Tomb {
+                        id: clock,
+                        until_ms: now + lasts,
+                    };
+                    clock += 1;
+                    let (hit, kept): (Vec<Stored>, Vec<Stored>) = live
+                        .drain(..)
+                        .partition(|e| e.db == *db && e.tags.iter().any(|t| tags.contains(t)));
+                    live = kept;
+                    let n = hit.len();
+                    dead.extend(hit.into_iter().map(|e| (e, upcoming)));
+                    let got = ix.invalidate(*db, &refs, tomb);
+                    if got != n {
+                        return fail(format!("invalidated {got}, the model {n}"));
+                    }
+                    let walk = if n > 0 { upcoming } else { 0 };
+                    for t in tags {
+                        let kept = tombs.entry((*db, t)).or_insert((tomb, walk));
+                        kept.0.id = kept.0.id.max(tomb.id);
+                        kept.0.until_ms = kept.0.until_ms.max(tomb.until_ms);
+                        kept.1 = kept.1.max(walk);
+                    }
+                }
+                Op::FlushDb(db) => {
+                    ix.flush_db(*db);
+                    live.retain(|e| e.db != *db);
+                    dead.retain(|(e, _)| e.db != *db);
+                    tombs.retain(|(d, _), _| d != db);
+                }
+                Op::Swap(a, b) => {
+                    ix.swap_db(*a, *b);
+                    let swap = |d: i32| {
+                        if d == *a {
+                            *b
+                        } else if d == *b {
+                            *a
+                        } else {
+                            d
+                        }
+                    };
+                    for e in live.iter_mut().chain(dead.iter_mut().map(|(e, _)| e)) {
+                        e.db = swap(e.db);
+                    }
+                    tombs = tombs
+                        .into_iter()
+                        .map(|((d, t), v)| ((swap(d), t), v))
+                        .collect();
+                }
+                Op::Clear => {
+                    ix.clear();
+                    live.clear();
+                    dead.clear();
+                    tombs.clear();
+                }
+                Op::Rebuild => {
+                    // What `storage::tagindex` does after a load: entries first, the
+                    // invalidated ones found as such; a removal walk is needed again.
+                    ix.clear_entries();
+                    for (_, walk) in tombs.values_mut() {
+                        *walk = upcoming;
+                    }
+                    for e in &live {
+                        if ix.is_invalidated(e.db, &e.tags, e.version) {
+                            return fail(format!("a live entry reads as invalidated: {e:?}"));
+                        }
+                        ix.add(e.db, &e.tags);
+                    }
+                    for (e, walk) in dead.iter_mut() {
+                        if !ix.is_invalidated(e.db, &e.tags, e.version) {
+                            return fail(format!("an invalidated entry reads as live: {e:?}"));
+                        }
+                        ix.found_invalidated(e.db);
+                        *walk = upcoming;
+                        for ((d, _), (_, w)) in tombs.iter_mut() {
+                            if *d == e.db {
+                                *w = (*w).max(upcoming);
+                            }
+                        }
+                    }
+                }
+                Op::WalkBegins => {
+                    if walking.is_none() {
+                        let w = ix.walk_begins();
+                        if w != upcoming {
+                            return fail(format!("walk {w}, the model {upcoming}"));
+                        }
+                        next_walk = w + 1;
+                        walking = Some(w);
+                    }
+                }
+                Op::WalkEnds => {
+                    if let Some(w) = walking.take() {
+                        // The walk removes what was invalidated before it began.
+                        for (e, _) in dead.iter().filter(|(_, due)| *due <= w) {
+                            ix.invalidated_gone(e.db);
+                        }
+                        dead.retain(|(_, due)| *due > w);
+                        ix.walk_ended(w);
+                        walk_done = walk_done.max(w);
+                    }
+                }
+                Op::InvalidatedGone(i) if !dead.is_empty() => {
+                    let (e, _) = dead.swap_remove(i % dead.len());
+                    ix.invalidated_gone(e.db);
+                }
+                Op::InvalidatedGone(_) => {}
+                Op::Tick(ms) => {
+                    now += ms;
+                    let next = ix.drop_tombs(now);
+                    tombs.retain(|_, (t, walk)| *walk > walk_done || t.until_ms > now);
+                    let want = tombs
+                        .values()
+                        .filter(|(_, walk)| *walk <= walk_done)
+                        .map(|(t, _)| t.until_ms)
+                        .min();
+                    if next != want {
+                        return fail(format!("next drop at {next:?}, the model {want:?}"));
+                    }
+                }
+                Op::Query(db, ts, back) => {
+                    let tags: Vec<Vec<u8>> = ts.iter().map(|&n| tag(n)).collect();
+                    let version = clock.saturating_sub(*back);
+                    let want = tags.iter().any(|t| {
+                        tombs
+                            .get(&(*db, t.clone()))
+                            .is_some_and(|(tomb, _)| version < tomb.id)
+                    });
+                    if ix.is_invalidated(*db, &tags, version) != want
+                        || ix.fill_allowed(*db, &tags, version) == want
+                    {
+                        return fail(format!("invalidated: the model says {want}"));
+                    }
+                }
+            }
+            agree(&ix, &live, &dead, &tombs, walk_done).or_else(fail)?;
+        }
+        for e in live.drain(..) {
+            if !ix.remove(e.db, &e.tags) {
+                return Err("the index did not have a live entry at the end".into());
+            }
+        }
+        match (ix.heap_bytes(), ix.tag_count(), ix.tagged_entries()) {
+            (0, 0, 0) => Ok(()),
+            left => Err(format!(
+                "the index holds (bytes, tags, entries) {left:?} when empty"
+            )),
+        }
+    }
+
+    /// The index and the model agree, and the index is consistent with itself.
+    fn agree(
+        ix: &TagIndex,
+        live: &[Stored],
+        dead: &[(Stored, u64)],
+        tombs: &BTreeMap<(i32, Vec<u8>), (Tomb, u64)>,
+        walk_done: u64,
+    ) -> Result<(), String> {
+        let mut pairs = std::collections::BTreeSet::new();
+        for db in 0..DBS {
+            for n in 0..TAGS {
+                let want = live
+                    .iter()
+                    .filter(|e| e.db == db && e.tags.contains(&tag(n)))
+                    .count();
+                if ix.count(db, &tag(n)) != want as u64 {
+                    return Err(format!(
+                        "count of {n} in db {db}: {} not {want}",
+                        ix.count(db, &tag(n))
+                    ));
+                }
+                if want > 0 {
+                    pairs.insert((db, n));
+                }
+            }
+        }
+        if ix.tagged_entries() != live.len() as u64 || ix.tag_count() != pairs.len() {
+            return Err(format!(
+                "{} entries and {} tags, not {} and {}",
+                ix.tagged_entries(),
+                ix.tag_count(),
+                live.len(),
+                pairs.len()
+            ));
+        }
+        let mut got: Vec<(i32, Vec<u8>, Tomb)> = ix.tombs();
+        got.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let want: Vec<(i32, Vec<u8>, Tomb)> = tombs
+            .iter()
+            .map(|((d, t), (tomb, _))| (*d, t.clone(), *tomb))
+            .collect();
+        if got != want {
+            return Err(format!("tombs {got:?}, the model {want:?}"));
+        }
+        let needed = tombs.values().any(|(_, walk)| *walk > walk_done);
+        if ix.walk_needed() != needed || ix.has_tombs() == tombs.is_empty() {
+            return Err(format!("walk needed: the model says {needed}"));
+        }
+        // The index counts the invalidated entries left; after a walk that left no
+        // invalidation waiting, it knows none is (those it did not count are then gone too).
+        if ix.pending_removal() > dead.len() {
+            return Err(format!(
+                "{} pending removal, {} in the keyspace",
+                ix.pending_removal(),
+                dead.len()
+            ));
+        }
+        let mut dbs: Vec<i32> = tombs.keys().map(|(d, _)| *d).collect();
+        dbs.dedup();
+        if ix.tombed_dbs() != dbs {
+            return Err(format!(
+                "tombed dbs {:?}, the model {dbs:?}",
+                ix.tombed_dbs()
+            ));
+        }
+        ix.consistent()
+    }
+}
+
+impl TagIndex {
+    /// The index's structure agrees with itself: every group in the lists of its tags at the
+    /// positions it records, counts summing up, the maps naming what the slabs hold.
+    #[cfg(any(test, feature = "fuzzing"))]
+    fn consistent(&self) -> Result<(), String> {
+        let mut entries = 0;
+        for (gid, g) in self.groups.iter() {
+            entries += g.count;
+            if g.count == 0 || self.group_ids.get(&g.key) != Some(&gid) {
+                return Err(format!("group {gid} empty or not in the map"));
+            }
+            for &(tid, pos) in g.tags.iter() {
+                let t = self
+                    .tags
+                    .get(tid)
+                    .ok_or(format!("group {gid} has a freed tag"))?;
+                if t.groups.get(pos as usize) != Some(&gid) || t.db != g.db {
+                    return Err(format!("group {gid} is not at {pos} in tag {tid}'s list"));
+                }
+            }
+        }
+        for (tid, t) in self.tags.iter() {
+            let live: u64 = t
+                .groups
+                .iter()
+                .filter_map(|g| self.groups.get(*g))
+                .map(|g| g.count)
+                .sum();
+            if t.groups.is_empty()
+                || t.live != live
+                || self.tag_ids.get(&tag_key(t.db, &t.name)[..]) != Some(&tid)
+            {
+                return Err(format!("tag {tid} unused, miscounted or not in the map"));
+            }
+        }
+        match (
+            entries == self.entries,
+            self.tag_ids.len() == self.tags.len(),
+            self.group_ids.len() == self.groups.len(),
+        ) {
+            (true, true, true) => Ok(()),
+            _ => Err("totals or maps disagree with the slabs".into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::check::Op;
     use super::*;
     use proptest::prelude::*;
-    use std::collections::BTreeSet;
 
     fn t(s: &str) -> Vec<u8> {
         s.as_bytes().to_vec()
@@ -701,80 +1108,45 @@ mod tests {
         assert_eq!((ix.pending_removal(), ix.tombs().len()), (1, 1));
     }
 
-    #[derive(Debug, Clone)]
-    enum Op {
-        Add(i32, Vec<u8>),
-        Remove(usize),
-        Invalidate(i32, Vec<u8>),
-        FlushDb(i32),
-        Swap(i32, i32),
+    fn tags() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(0u8..check::TAGS, 1..4)
     }
 
     fn op() -> impl Strategy<Value = Op> {
+        let db = 0i32..check::DBS;
         prop_oneof![
-            5 => (0i32..3, proptest::collection::vec(0u8..5, 1..4)).prop_map(|(db, t)| Op::Add(db, t)),
-            3 => (0usize..20).prop_map(Op::Remove),
-            2 => (0i32..3, proptest::collection::vec(0u8..5, 1..3)).prop_map(|(db, t)| Op::Invalidate(db, t)),
-            1 => (0i32..3).prop_map(Op::FlushDb),
-            1 => (0i32..3, 0i32..3).prop_map(|(a, b)| Op::Swap(a, b)),
+            5 => (db.clone(), tags()).prop_map(|(db, t)| Op::Add(db, t)),
+            3 => any::<usize>().prop_map(Op::Remove),
+            2 => (any::<usize>(), tags()).prop_map(|(i, t)| Op::Replace(i, t)),
+            2 => (db.clone(), tags(), 0i64..3_000).prop_map(|(db, t, ms)| Op::Invalidate(db, t, ms)),
+            1 => db.clone().prop_map(Op::FlushDb),
+            1 => (db.clone(), db.clone()).prop_map(|(a, b)| Op::Swap(a, b)),
+            1 => Just(Op::Clear),
+            1 => Just(Op::Rebuild),
+            2 => Just(Op::WalkBegins),
+            2 => Just(Op::WalkEnds),
+            2 => any::<usize>().prop_map(Op::InvalidatedGone),
+            2 => (0i64..2_000).prop_map(Op::Tick),
+            2 => (db, tags(), 0u64..8).prop_map(|(db, t, back)| Op::Query(db, t, back)),
         ]
     }
 
     proptest! {
-        /// Against a plain model (a list of live entries): counts and invalidation results
-        /// agree after any sequence of changes, and the index's memory returns to 0 when the
-        /// entries are gone.
+        /// Against a plain model (lists of live and invalidated entries, a map of
+        /// invalidations): counts, invalidation results, tombs, walks and queries agree after
+        /// any sequence of every operation, the index's structure stays consistent, and its
+        /// memory returns to 0 when the entries are gone.
         #[test]
-        fn agrees_with_a_model(ops in proptest::collection::vec(op(), 1..80)) {
-            let mut ix = TagIndex::new();
-            let mut live: Vec<(i32, Vec<Vec<u8>>)> = Vec::new();
-            let tag = |n: u8| vec![b't', n];
-            for op in ops {
-                match op {
-                    Op::Add(db, ts) => {
-                        let tags: Vec<Vec<u8>> = ts.iter().map(|&n| tag(n)).collect();
-                        ix.add(db, &tags);
-                        live.push((db, tags));
-                    }
-                    Op::Remove(i) => {
-                        if i < live.len() {
-                            let (db, tags) = live.swap_remove(i);
-                            prop_assert!(ix.remove(db, &tags));
-                        }
-                    }
-                    Op::Invalidate(db, ts) => {
-                        let tags: Vec<Vec<u8>> = ts.iter().map(|&n| tag(n)).collect();
-                        let refs: Vec<&[u8]> = tags.iter().map(|t| &t[..]).collect();
-                        let before = live.len();
-                        live.retain(|(d, et)| *d != db || !et.iter().any(|t| tags.contains(t)));
-                        prop_assert_eq!(ix.invalidate(db, &refs, TOMB), before - live.len());
-                    }
-                    Op::FlushDb(db) => {
-                        ix.flush_db(db);
-                        live.retain(|(d, _)| *d != db);
-                    }
-                    Op::Swap(a, b) => {
-                        ix.swap_db(a, b);
-                        for (d, _) in live.iter_mut() {
-                            if *d == a { *d = b } else if *d == b { *d = a }
-                        }
-                    }
-                }
-                for db in 0..3 {
-                    for n in 0..5u8 {
-                        let want = live.iter().filter(|(d, ts)| *d == db && ts.contains(&tag(n))).count();
-                        prop_assert_eq!(ix.count(db, &tag(n)), want as u64);
-                    }
-                }
-                prop_assert_eq!(ix.tagged_entries(), live.len() as u64);
-            }
-            for (db, tags) in live.drain(..) {
-                prop_assert!(ix.remove(db, &tags));
-            }
-            prop_assert_eq!(ix.heap_bytes(), 0);
-            prop_assert_eq!(ix.tag_count(), 0);
-            let tags: BTreeSet<usize> = ix.tags.iter().map(|(i, _)| i as usize).collect();
-            prop_assert!(tags.is_empty());
+        fn agrees_with_a_model(ops in proptest::collection::vec(op(), 1..120)) {
+            let checked = check::run(&ops);
+            prop_assert!(checked.is_ok(), "{}", checked.unwrap_err());
+        }
+
+        /// The fuzz target's decoding of bytes into operations, on any bytes.
+        #[test]
+        fn agrees_with_a_model_on_ops_from_bytes(b in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let checked = check::run(&check::ops_from_bytes(&b));
+            prop_assert!(checked.is_ok(), "{}", checked.unwrap_err());
         }
     }
 }
