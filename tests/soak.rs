@@ -1,10 +1,15 @@
-//! Soak: a primary (AOF on) with a replica attached, driven for a few seconds by several client
-//! threads sending a long random sequence of commands on a small set of keys (binary ones and
-//! the empty key included): CACHE.SET/GET/GETX/LOCKGET (with and without WAIT)/RELEASE/DEL/
-//! INSPECT, DEL, UNLINK, EXPIRE, PEXPIRE, PERSIST, RENAME, COPY, plain strings, reads on the
-//! replica, MULTI/EXEC blocks, EVAL scripts, callers that hang up while parked, random options in
-//! valid ranges and ~10% bad input; meanwhile one admin thread runs DEBUG RELOAD, BGREWRITEAOF,
-//! CONFIG SET of the module's configs, and checkpoints. It checks:
+//! Soak: a primary (AOF on) with a replica, driven by several client threads sending a long
+//! random sequence of commands on a small set of keys (binary ones and the empty key included):
+//! CACHE.SET/GET/GETX/LOCKGET (with and without WAIT)/RELEASE/DEL/INSPECT, the tag commands
+//! (TAGSET, TAGS, TAGCOUNT, TAGSCAN, TAGINVALIDATE), the write-behind ones (WBQUEUE, WBDEL,
+//! WBQUEUES), the internal APPLY/TAGAPPLY (refused), DEL, UNLINK, EXPIRE, PEXPIRE, PERSIST,
+//! RENAME, COPY, plain strings, reads on the replica, MULTI/EXEC blocks, EVAL scripts, callers
+//! that hang up while parked, random options in valid ranges and ~10% bad input, and writes to
+//! a ledger (below); meanwhile one admin thread runs DEBUG RELOAD, BGREWRITEAOF, BGSAVE, CONFIG
+//! SET of the module's configs, checkpoints, and on a schedule scaled to the run (one per 150 s
+//! and one per 200 s, at least one of each) restarts of the primary from its AOF and failovers
+//! (the replica promoted with REPLICAOF NO ONE, the old primary made its replica; the clients
+//! follow). It checks:
 //!
 //! - on every reply: never the module's caught-panic error; every error is WRONGTYPE (or an
 //!   expected one) for valid input, and bad input always gets an error; GETX/LOCKGET replies
@@ -14,24 +19,36 @@
 //!   just before succeeds, and a read right after a write sees it;
 //! - ids: every id (version, token) issued to a connection is larger than the previous one it
 //!   was issued, and than every id any connection had been issued or shown before it sent the
-//!   command (so, per key, a new version exceeds every version and token seen on it before);
+//!   command (so, per key, a new version exceeds every version and token seen on it before),
+//!   across restarts and failovers too;
 //! - at checkpoints (clients paused, the primary's active expiry off) and at the end: nobody is
 //!   parked, the replica's DEBUG DIGEST equals the primary's, `cache_entries` equals the number
-//!   of keys of type cache-ent (SCAN + TYPE) and is the same on the replica;
+//!   of keys of type cache-ent (SCAN + TYPE) and is the same on the replica, and after a
+//!   consumer (as a worker would: XREADGROUP with the module's group, XACK, XDEL) drained the
+//!   write-behind queue, `cache_wb_queue_length` equals its XLEN;
+//! - nothing acknowledged is lost: each client writes unique values to ledger keys only it
+//!   writes (CACHE.SET, TAGSET, WBQUEUE, a day's TTL) and follows each with `WAIT 1`; the writes
+//!   WAIT confirmed read back on both servers, and their write-behind events were delivered to
+//!   the consumer with their key and version, at every checkpoint, after every restart and
+//!   failover, and at the end;
+//! - counters: INFO's cache counters (all but the gauges) and `cache_last_id` never go down
+//!   on one server process (sampled on the primary at every admin step);
+//! - RSS: the primary's VmRSS, sampled at every admin step; after a warm-up (the first 20% of
+//!   the run) within 10% of the warm-up level, on runs of 2 minutes or more (always reported);
 //! - at the end, after adding entries in every state (`support::fixtures::fill_fixture`): the
 //!   primary restarted from its AOF (as the run left it, then freshly rewritten) has the same
 //!   digest and entries, issues larger ids, and the replica synced with it has the same digest
-//!   again; no log or stderr (where a Rust panic message goes) mentions a panic or an internal
-//!   error, and both servers are alive.
+//!   again, and holds the ledger; no log or stderr (where a Rust panic message goes) mentions a
+//!   panic or an internal error, and both servers are alive.
 //!
 //! The seed is printed; `SOAK_SEED=<n>` replays its choices (`SOAK_SEED=random` picks one; the
 //! interleaving of the threads is not replayed), `SOAK_MS=<ms>` sets how long the clients run
-//! (default 6000). The servers are started here rather than with `support::server::Server` so
-//! that their stderr lands in a file the test can read.
+//! (default 6000; `make soak DURATION=30m` sets it). The servers are started with
+//! `support::server::Server`, whose stderr lands in a file the test reads.
 
 mod support;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,6 +76,17 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection with read and write timeouts: a stalled server fails the test.
 fn conn(s: &Server) -> Connection {
     connect(&s.url())
+}
+
+/// A connection to a port on loopback, or why not.
+fn try_connect(port: u16) -> Result<Connection, String> {
+    let c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .unwrap()
+        .get_connection_with_timeout(REPLY_TIMEOUT)
+        .map_err(|e| format!("connect to :{port}: {e}"))?;
+    c.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+    c.set_write_timeout(Some(REPLY_TIMEOUT)).unwrap();
+    Ok(c)
 }
 
 fn connect(url: &str) -> Connection {
@@ -225,6 +253,9 @@ fn key_set() -> Vec<Vec<u8>> {
     keys
 }
 
+/// The tags the tag commands pick from.
+const TAG_POOL: &[&[u8]] = &[b"t0", b"t1", b"t2", b"t3", b"t:\0bin"];
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Fill {
     /// No TOKEN: an authoritative write, never refused.
@@ -264,6 +295,14 @@ enum Expect {
     ScriptRelease,
     /// [CACHE.SET version, CACHE.DEL count, CACHE.GET value, CACHE.INSPECT].
     ScriptMixed { value: Vec<u8>, same_key: bool },
+    /// An array of strings (CACHE.TAGS, CACHE.WBQUEUES).
+    Strings,
+    /// CACHE.TAGSCAN: [cursor, [key ...]].
+    Scan,
+    /// CACHE.WBQUEUE / CACHE.WBDEL: [new version, stream id].
+    WbEvent,
+    /// BGSAVE SCHEDULE: started or scheduled, or one already running.
+    Save,
 }
 
 #[derive(Clone, Debug)]
@@ -346,7 +385,7 @@ fn check(v: &Value, e: &Expect, out: &mut Outcome) -> Result<(), String> {
         return match e {
             Expect::Bad => Ok(()),
             Expect::Rename if err == "ERR no such key" => Ok(()),
-            Expect::Rewrite if err.contains("already in progress") => Ok(()),
+            Expect::Rewrite | Expect::Save if err.contains("already in progress") => Ok(()),
             // Scripts report the error of the command that failed, prefixed or not.
             _ if err.starts_with("WRONGTYPE") || err.contains("WRONGTYPE Operation") => {
                 out.wrongtype = true;
@@ -387,7 +426,29 @@ fn check(v: &Value, e: &Expect, out: &mut Outcome) -> Result<(), String> {
         (Expect::Rewrite, Value::SimpleString(s)) if s.starts_with("Background append only") => {
             Ok(())
         }
+        (Expect::Save, Value::SimpleString(s)) if s.starts_with("Background saving") => Ok(()),
         (Expect::Inspect, _) => check_inspect(v, out),
+        (Expect::Strings, Value::Array(items))
+            if items.iter().all(|i| matches!(i, Value::BulkString(_))) =>
+        {
+            Ok(())
+        }
+        (Expect::Scan, Value::Array(parts)) => match &parts[..] {
+            [Value::BulkString(cursor), Value::Array(keys)]
+                if std::str::from_utf8(cursor).is_ok_and(|c| c.parse::<u64>().is_ok())
+                    && keys.iter().all(|k| matches!(k, Value::BulkString(_))) =>
+            {
+                Ok(())
+            }
+            _ => Err("not [cursor, [key ...]]".into()),
+        },
+        (Expect::WbEvent, Value::Array(parts)) => match &parts[..] {
+            [Value::Int(version), Value::BulkString(id)] if *version > 0 && !id.is_empty() => {
+                out.issued.push(*version as u64);
+                Ok(())
+            }
+            _ => Err("not [version, stream id]".into()),
+        },
         (Expect::ScriptFill, Value::Array(items)) if items.len() == 2 => {
             let token = check_triple(&items[0], false, false, out)?;
             match (token, &items[1]) {
@@ -586,7 +647,42 @@ struct Shared {
     /// Clients hold it (shared) for each operation; a checkpoint takes it exclusively, so that
     /// it compares the servers while no client has a command in flight.
     gate: RwLock<()>,
+    /// Where the primary and the replica are; the admin changes it (gate held) on a restart
+    /// or a failover, and the clients reconnect when its generation moves.
+    topology: Mutex<Topology>,
+    /// Acknowledged writes to keys only one client writes.
+    ledger: Mutex<Ledger>,
 }
+
+#[derive(Clone, Copy, Debug)]
+struct Topology {
+    primary: u16,
+    replica: u16,
+    generation: u64,
+}
+
+/// What must survive everything: the last write of each ledger key that the primary
+/// acknowledged and `WAIT 1` confirmed reached the replica, and the write-behind events
+/// acknowledged so.
+#[derive(Default)]
+struct Ledger {
+    /// Key -> its last confirmed value, or None when its last write was not confirmed (the
+    /// server may hold that write or the one before: not checked until the next confirmed).
+    values: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Confirmed `CACHE.WBQUEUE`s not yet found in the queue: (stream id, key, version).
+    events: Vec<(Vec<u8>, Vec<u8>, i64)>,
+    confirmed: u64,
+    unconfirmed: u64,
+    /// Checks of a ledger value that found it (summed over the verifications).
+    values_verified: u64,
+    /// Confirmed events found delivered to the consumer group with their key and version.
+    events_verified: u64,
+}
+
+/// Ledger keys per client: each is rewritten over the run (the data set stays the same size).
+const LEDGER_KEYS: u64 = 24;
+/// A day: ledger keys never expire during a run.
+const LEDGER_TTL_MS: &str = "86400000";
 
 impl Shared {
     fn fail(&self, msg: String) {
@@ -629,6 +725,8 @@ enum Op {
     Multi(Vec<Req>),
     /// A read on the replica.
     Replica(Req),
+    /// A write to one of this client's ledger keys, then `WAIT 1`.
+    Ledger(Req),
     /// A caller that sends LOCKGET ... WAIT on a connection of its own and hangs up after
     /// `ms` without reading the reply (it may be parked, or handed a lease, when it goes).
     HangUp {
@@ -644,6 +742,10 @@ struct Client {
     primary: Connection,
     primary_port: u16,
     replica: Connection,
+    /// The topology generation the connections were opened for.
+    generation: u64,
+    /// Writes to the ledger so far (their values are unique).
+    ledger_seq: u64,
     shared: Arc<Shared>,
     /// The last id this connection was issued.
     last_id: u64,
@@ -789,10 +891,70 @@ impl Client {
         }
     }
 
+    /// One to three tags of a small pool (a binary one included).
+    fn tags(&mut self) -> Vec<Vec<u8>> {
+        (0..self.rng.range(1, 3))
+            .map(|_| self.rng.pick(TAG_POOL).to_vec())
+            .collect()
+    }
+
+    /// The tag and write-behind commands.
+    fn tag_or_wb_req(&mut self, ki: usize, key: Vec<u8>) -> Req {
+        let req = |args: Vec<Vec<u8>>, expect: Expect| Req {
+            args,
+            expect,
+            key: ki,
+        };
+        let many = Expect::Count(1_000_000);
+        match self.rng.below(12) {
+            0..=2 => {
+                let token = match self.rng.below(10) {
+                    0..=2 => self.known_token(ki).map(|t| (t, Fill::Known)),
+                    _ => None,
+                };
+                let mut r = self.set_req(ki, key, token);
+                r.args[0] = a("CACHE.TAGSET");
+                r.args.push(a("TAGS"));
+                r.args.extend(self.tags());
+                r
+            }
+            3 => req(vec![a("CACHE.TAGS"), key], Expect::Strings),
+            4 => req(vec![a("CACHE.TAGCOUNT"), self.tags().remove(0)], many),
+            5 => {
+                let mut args = vec![a("CACHE.TAGSCAN"), self.tags().remove(0), a("0")];
+                if self.rng.chance(50) {
+                    args.extend([a("COUNT"), n(self.rng.range(1, 50))]);
+                }
+                req(args, Expect::Scan)
+            }
+            6 => {
+                let mut args = vec![a("CACHE.TAGINVALIDATE")];
+                args.extend(self.tags());
+                req(args, many)
+            }
+            7..=9 => {
+                let mut args = vec![a("CACHE.WBQUEUE"), key, self.value()];
+                if self.rng.chance(70) {
+                    self.ttl(&mut args);
+                }
+                if self.rng.chance(30) {
+                    args.extend([a("GRACE"), n(self.rng.range(0, 1000))]);
+                }
+                if self.rng.chance(30) {
+                    args.push(a("TAGS"));
+                    args.extend(self.tags());
+                }
+                req(args, Expect::WbEvent)
+            }
+            10 => req(vec![a("CACHE.WBDEL"), key], Expect::WbEvent),
+            _ => req(vec![a("CACHE.WBQUEUES")], Expect::Strings),
+        }
+    }
+
     /// A valid request of any single-command kind.
     fn valid_req(&mut self, in_tx: bool) -> Req {
         let (ki, key) = self.key();
-        let pick = self.rng.below(100);
+        let pick = self.rng.below(112);
         let req = |args: Vec<Vec<u8>>, expect: Expect| Req {
             args,
             expect,
@@ -865,6 +1027,7 @@ impl Client {
                 req(args, Expect::Count(1))
             }
             83..=88 => req(vec![a("CACHE.INSPECT"), key], Expect::Inspect),
+            100..=111 => self.tag_or_wb_req(ki, key),
             // A plain string now and then (WRONGTYPE for the cache commands).
             89 if self.rng.chance(30) => {
                 let v = self.value();
@@ -887,7 +1050,7 @@ impl Client {
             args
         };
         let k = key.clone();
-        let args = match self.rng.below(34) {
+        let args = match self.rng.below(44) {
             0 => set(&[]),
             1 => set(&["EX", "0"]),
             2 => set(&["PX", "-5"]),
@@ -921,7 +1084,34 @@ impl Client {
             30 => vec![a("CACHE.RELEASE"), k, a("0")],
             31 => vec![a("CACHE.RELEASE"), k, a("x1")],
             32 => vec![a("CACHE.DEL")],
-            _ => vec![a("CACHE.INSPECT"), k, a("more")],
+            33 => vec![a("CACHE.INSPECT"), k, a("more")],
+            34 => vec![a("CACHE.TAGSET"), k, v, a("PX"), a("100"), a("TAGS")],
+            35 => vec![
+                a("CACHE.TAGSET"),
+                k,
+                v,
+                a("PX"),
+                a("100"),
+                a("NOTAGS"),
+                a("t"),
+            ],
+            36 => vec![a("CACHE.TAGSCAN"), a("t0"), a("abc")],
+            37 => vec![a("CACHE.TAGCOUNT")],
+            38 => vec![a("CACHE.TAGINVALIDATE")],
+            39 => vec![
+                a("CACHE.WBQUEUE"),
+                k,
+                v,
+                a("PX"),
+                a("100"),
+                a("TOKEN"),
+                a("5"),
+            ],
+            40 => vec![a("CACHE.WBQUEUE"), k, v, a("DELTA"), a("5")],
+            41 => vec![a("CACHE.WBDEL"), k, a("extra")],
+            // The internal records are refused from clients.
+            42 => vec![a("CACHE.APPLY"), k, a("x"), a("y")],
+            _ => vec![a("CACHE.TAGAPPLY"), a("1"), a("99999999999"), a("t0")],
         };
         Req {
             args,
@@ -1026,8 +1216,58 @@ impl Client {
                 })
             }
             15..=24 => Op::One(self.bad_req()),
+            25..=27 => Op::Ledger(self.ledger_req()),
             _ => Op::One(self.valid_req(false)),
         }
+    }
+
+    /// A long-lived write (CACHE.SET, TAGSET with a tag nothing invalidates, or WBQUEUE) of
+    /// a unique value to one of this client's ledger keys.
+    fn ledger_req(&mut self) -> Req {
+        self.ledger_seq += 1;
+        let key = format!("ledger:{}:{}", self.id, self.rng.below(LEDGER_KEYS)).into_bytes();
+        let mut value = format!("c{}#{}:", self.id, self.ledger_seq).into_bytes();
+        let extra = self.value();
+        value.extend(extra);
+        let ttl = [a("PX"), a(LEDGER_TTL_MS)];
+        let (args, expect) = match self.rng.below(3) {
+            0 => (
+                [vec![a("CACHE.SET"), key, value], ttl.to_vec()].concat(),
+                Expect::Version(Fill::No),
+            ),
+            1 => {
+                let tag = format!("ledger-tag:{}", self.id);
+                let tags = vec![a("TAGS"), a(&tag)];
+                let args = [vec![a("CACHE.TAGSET"), key, value], ttl.to_vec(), tags].concat();
+                (args, Expect::Version(Fill::No))
+            }
+            _ => (
+                [vec![a("CACHE.WBQUEUE"), key, value], ttl.to_vec()].concat(),
+                Expect::WbEvent,
+            ),
+        };
+        Req {
+            args,
+            expect,
+            key: usize::MAX,
+        }
+    }
+
+    /// Reconnects when the admin restarted the primary or failed over since the last step.
+    fn follow_topology(&mut self) -> Result<(), String> {
+        let t = *self.shared.topology.lock().unwrap();
+        if t.generation == self.generation {
+            return Ok(());
+        }
+        self.primary = try_connect(t.primary)?;
+        self.replica = try_connect(t.replica)?;
+        self.primary_port = t.primary;
+        self.generation = t.generation;
+        self.note(format!(
+            "(now primary :{}, replica :{})",
+            t.primary, t.replica
+        ));
+        Ok(())
     }
 
     fn note(&mut self, line: String) {
@@ -1106,6 +1346,7 @@ impl Client {
     }
 
     fn step(&mut self) -> Result<(), String> {
+        self.follow_topology()?;
         let op = self.next_op();
         self.tally.ops += 1;
         let floor = self.shared.max_id.load(Ordering::SeqCst);
@@ -1117,6 +1358,27 @@ impl Client {
             Op::Replica(req) => {
                 let v = call(&mut self.replica, &req.args)?;
                 self.judge(&req, &v, floor, true)
+            }
+            Op::Ledger(req) => {
+                let v = call(&mut self.primary, &req.args)?;
+                self.judge(&req, &v, floor, false)?;
+                let acked = call(&mut self.primary, &[a("WAIT"), a("1"), a("5000")])?;
+                self.note(format!("WAIT 1 5000 -> {}", show(&acked)));
+                let (key, value) = (req.args[1].clone(), req.args[2].clone());
+                let mut ledger = self.shared.ledger.lock().unwrap();
+                if acked == Value::Int(1) {
+                    ledger.confirmed += 1;
+                    ledger.values.insert(key.clone(), Some(value));
+                    if let Value::Array(parts) = &v {
+                        if let [Value::Int(version), Value::BulkString(id)] = &parts[..] {
+                            ledger.events.push((id.clone(), key, *version));
+                        }
+                    }
+                } else {
+                    ledger.unconfirmed += 1;
+                    ledger.values.insert(key, None);
+                }
+                Ok(())
             }
             Op::HangUp { args, ms } => {
                 self.note(format!("(hangs up after {ms} ms) {}", show_args(&args)));
@@ -1211,25 +1473,221 @@ impl Client {
 struct AdminTally {
     reloads: u64,
     rewrites: u64,
+    saves: u64,
     configs: u64,
     checkpoints: u64,
-    /// Time the clients spent paused by checkpoints.
-    checkpoint_ms: u128,
+    restarts: u64,
+    failovers: u64,
+    /// Time the clients spent paused by checkpoints, restarts and failovers.
+    paused_ms: u128,
+    /// The primary's VmRSS over the run: (ms since the start, kB).
+    rss: Vec<(u64, u64)>,
+    /// INFO samples whose counters were checked against the previous one of the same process.
+    counter_samples: u64,
 }
 
-/// Runs DEBUG RELOAD, BGREWRITEAOF, CONFIG SET and checkpoints at random while the clients run.
-fn admin(shared: Arc<Shared>, mut checker: Checker, seed: u64) -> (AdminTally, Checker) {
-    let mut rng = Rng::new(seed);
-    let mut t = AdminTally::default();
-    let mut log: Vec<String> = Vec::new();
-    while shared.running() {
-        std::thread::sleep(Duration::from_millis(rng.range(150, 500) as u64));
-        if !shared.running() {
-            break;
+/// The primary and the replica; `p` is the index of the primary.
+struct Pair {
+    servers: Vec<Server>,
+    p: usize,
+}
+
+impl Pair {
+    fn primary(&self) -> &Server {
+        &self.servers[self.p]
+    }
+
+    fn replica(&self) -> &Server {
+        &self.servers[1 - self.p]
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Event {
+    Restart,
+    Failover,
+}
+
+/// Restarts and failovers spread evenly over the run, alternating (at least one of each):
+/// one restart per 150 s and one failover per 200 s of run.
+fn schedule(run_ms: u64) -> Vec<(u64, Event)> {
+    let restarts = (run_ms / 150_000).max(1);
+    let failovers = (run_ms / 200_000).max(1);
+    let total = restarts + failovers;
+    let (mut r, mut f) = (0, 0);
+    (0..total)
+        .map(|k| {
+            // Whichever kind is further behind its share goes next.
+            let event = if f * restarts < r * failovers || r == restarts {
+                f += 1;
+                Event::Failover
+            } else {
+                r += 1;
+                Event::Restart
+            };
+            (run_ms * (k + 1) / (total + 1), event)
+        })
+        .collect()
+}
+
+/// INFO fields of the cache section that are gauges; every other one is a counter, and
+/// `cache_last_id` only grows too.
+const GAUGES: &[&str] = &[
+    "cache_entries",
+    "cache_lockget_parked",
+    "cache_tags",
+    "cache_tagged_entries",
+    "cache_tag_index_bytes",
+    "cache_tag_invalidations_in_force",
+    "cache_tag_pending_removal",
+    "cache_tag_invalidations_unconfirmed",
+    "cache_wb_queue_length",
+    "cache_wb_oldest_event_age_ms",
+];
+
+/// The kB of VmRSS in /proc/<pid>/status.
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+struct Admin {
+    shared: Arc<Shared>,
+    checker: Checker,
+    pair: Pair,
+    rng: Rng,
+    t: AdminTally,
+    log: Vec<String>,
+    started: Instant,
+    /// The last counters seen of each server process (by run_id).
+    counters: HashMap<String, BTreeMap<String, i64>>,
+}
+
+impl Admin {
+    /// The primary's RSS, and its counters checked against its previous sample.
+    fn sample(&mut self) -> Result<(), String> {
+        if let Some(kb) = rss_kb(self.pair.primary().pid()) {
+            let ms = self.started.elapsed().as_millis() as u64;
+            self.t.rss.push((ms, kb));
         }
+        let pc = &mut self.checker.pc;
+        let run_id = info_section(pc, "server")
+            .remove("run_id")
+            .unwrap_or_default();
+        let now: BTreeMap<String, i64> = info_section(pc, "cache")
+            .into_iter()
+            .filter(|(k, _)| !GAUGES.contains(&k.as_str()))
+            .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
+            .collect();
+        if let Some(before) = self.counters.get(&run_id) {
+            for (k, v) in &now {
+                let b = before.get(k).copied().unwrap_or(0);
+                if *v < b {
+                    return Err(format!("INFO {k} went from {b} to {v} on the same process"));
+                }
+            }
+            self.t.counter_samples += 1;
+        }
+        self.counters.insert(run_id, now);
+        Ok(())
+    }
+
+    /// Settings the run gives every primary (a restarted server starts with the defaults).
+    fn configure_primary(&mut self) {
+        must(
+            &mut self.checker.pc,
+            &[b"CONFIG", b"SET", b"cache.lease-ms", b"300"],
+        );
+    }
+
+    /// Tells the clients to reconnect (the gate is held).
+    fn moved(&mut self) {
+        let mut t = self.shared.topology.lock().unwrap();
+        t.primary = self.pair.primary().port;
+        t.replica = self.pair.replica().port;
+        t.generation += 1;
+    }
+
+    /// With the clients paused: the primary shut down (its AOF flushed) and started again
+    /// from its AOF; the replica syncs with it again; the ledger holds.
+    fn restart(&mut self) -> Result<(), String> {
+        wait_replica(&mut self.checker.pc)?;
+        let p = self.pair.p;
+        if !self.pair.servers[p].shutdown(false) {
+            return Err(format!(
+                "the primary did not shut down:\n{}",
+                self.pair.servers[p].log()
+            ));
+        }
+        self.pair.servers[p].spawn();
+        wait_link_up(self.pair.replica());
+        wait_online(self.pair.primary());
+        self.checker.pc = conn(self.pair.primary());
+        self.checker.dropped += info_int(
+            &mut self.checker.pc,
+            "persistence",
+            "rdb_last_load_keys_expired",
+        );
+        self.configure_primary();
+        self.moved();
+        self.t.restarts += 1;
+        Ok(())
+    }
+
+    /// With the clients paused, after WAIT: the replica promoted (REPLICAOF NO ONE), the old
+    /// primary made its replica; the clients follow the new primary.
+    fn failover(&mut self) -> Result<(), String> {
+        wait_replica(&mut self.checker.pc)?;
+        must(&mut self.checker.rc, &[b"REPLICAOF", b"NO", b"ONE"]);
+        let port = self.pair.replica().port.to_string();
+        must(
+            &mut self.checker.pc,
+            &[b"REPLICAOF", b"127.0.0.1", port.as_bytes()],
+        );
+        self.pair.p = 1 - self.pair.p;
+        std::mem::swap(&mut self.checker.pc, &mut self.checker.rc);
+        wait_link_up(self.pair.replica());
+        wait_online(self.pair.primary());
+        self.configure_primary();
+        self.moved();
+        self.t.failovers += 1;
+        Ok(())
+    }
+
+    /// A restart or a failover, the clients paused; then a checkpoint.
+    fn event(&mut self, event: Event) -> Result<(), String> {
+        let shared = self.shared.clone();
+        let paused = Instant::now();
+        {
+            let _gate = shared.gate.write().unwrap_or_else(|e| e.into_inner());
+            match event {
+                Event::Restart => self.restart()?,
+                Event::Failover => self.failover()?,
+            }
+            self.checker.verify_ledger(&shared)?;
+        }
+        self.t.paused_ms += paused.elapsed().as_millis();
+        self.checkpoint()
+    }
+
+    fn checkpoint(&mut self) -> Result<(), String> {
+        let paused = Instant::now();
+        let result = self.checker.checkpoint(&self.shared);
+        self.t.paused_ms += paused.elapsed().as_millis();
+        self.log.push(format!("checkpoint: {result:?}"));
+        result?;
+        self.t.checkpoints += 1;
+        Ok(())
+    }
+
+    /// DEBUG RELOAD, BGREWRITEAOF, BGSAVE, CONFIG SET or a checkpoint, at random.
+    fn random_step(&mut self) -> Result<(), String> {
+        let rng = &mut self.rng;
         let (args, expect) = match rng.below(10) {
-            0..=2 => (vec![a("DEBUG"), a("RELOAD")], Expect::Okay),
-            3..=4 => (vec![a("BGREWRITEAOF")], Expect::Rewrite),
+            0..=1 => (vec![a("DEBUG"), a("RELOAD")], Expect::Okay),
+            2..=3 => (vec![a("BGREWRITEAOF")], Expect::Rewrite),
+            4 => (vec![a("BGSAVE"), a("SCHEDULE")], Expect::Save),
             5..=6 => {
                 let (name, value) = match rng.below(3) {
                     0 => ("cache.lease-ms", rng.range(50, 500).to_string()),
@@ -1241,38 +1699,115 @@ fn admin(shared: Arc<Shared>, mut checker: Checker, seed: u64) -> (AdminTally, C
                     Expect::Okay,
                 )
             }
-            _ => {
-                let paused = Instant::now();
-                let result = checker.checkpoint(&shared);
-                t.checkpoint_ms += paused.elapsed().as_millis();
-                log.push(format!("checkpoint: {result:?}"));
-                if let Err(e) = result {
-                    shared.fail(format!("checkpoint {}: {e}", t.checkpoints + 1));
-                    break;
-                }
-                t.checkpoints += 1;
-                continue;
-            }
+            _ => return self.checkpoint(),
         };
-        let result = call(&mut checker.pc, &args).and_then(|v| {
-            log.push(format!("{} -> {}", show_args(&args), show(&v)));
-            check(&v, &expect, &mut Outcome::default())
-        });
-        if let Err(e) = result {
-            shared.fail(format!("admin: {e}\n  {}", log.join("\n  ")));
-            break;
-        }
+        let v = call(&mut self.checker.pc, &args)?;
+        self.log
+            .push(format!("{} -> {}", show_args(&args), show(&v)));
+        check(&v, &expect, &mut Outcome::default())?;
         match &args[0][..] {
             b"DEBUG" => {
-                t.reloads += 1;
-                checker.dropped +=
-                    info_int(&mut checker.pc, "persistence", "rdb_last_load_keys_expired");
+                self.t.reloads += 1;
+                self.checker.dropped += info_int(
+                    &mut self.checker.pc,
+                    "persistence",
+                    "rdb_last_load_keys_expired",
+                );
             }
-            b"BGREWRITEAOF" => t.rewrites += 1,
-            _ => t.configs += 1,
+            b"BGREWRITEAOF" => self.t.rewrites += 1,
+            b"BGSAVE" => self.t.saves += 1,
+            _ => self.t.configs += 1,
         }
+        Ok(())
     }
-    (t, checker)
+
+    /// Until the run ends: the scheduled restarts and failovers when their time comes, and
+    /// random admin steps between them, sampling the primary's RSS and counters each time.
+    fn run(mut self, run_ms: u64) -> (AdminTally, Checker, Pair) {
+        let mut events: VecDeque<(u64, Event)> = schedule(run_ms).into();
+        while self.shared.running() {
+            std::thread::sleep(Duration::from_millis(self.rng.range(150, 500) as u64));
+            if !self.shared.running() {
+                break;
+            }
+            let elapsed = self.started.elapsed().as_millis() as u64;
+            let result = self.sample().and_then(|_| match events.front() {
+                Some(&(at, event)) if elapsed >= at => {
+                    events.pop_front();
+                    self.log.push(format!("{event:?} at {elapsed} ms"));
+                    self.event(event)
+                        .map_err(|e| format!("{event:?} at {elapsed} ms: {e}"))
+                }
+                _ => self.random_step(),
+            });
+            if let Err(e) = result {
+                self.shared
+                    .fail(format!("admin: {e}\n  {}", self.log.join("\n  ")));
+                break;
+            }
+            if self.log.len() > 60 {
+                self.log.drain(..20);
+            }
+        }
+        // Events the run ended before (a slow restart pushes the next ones late) still run.
+        while let Some((_, event)) = events.pop_front() {
+            if !self.shared.failures.lock().unwrap().is_empty() {
+                break;
+            }
+            if let Err(e) = self.event(event) {
+                self.shared
+                    .fail(format!("admin: {event:?} after the run: {e}"));
+            }
+        }
+        (self.t, self.checker, self.pair)
+    }
+}
+
+struct RssReport {
+    text: String,
+    failure: Option<String>,
+}
+
+/// RSS over the run: the warm-up level (the median of the samples taken between 10% and 20% of
+/// the run), then the min, max and last of the samples after 20%; on runs of 2 minutes or
+/// more, every one of those must be within 10% of the warm-up level.
+fn rss_report(samples: &[(u64, u64)], run_ms: u64) -> RssReport {
+    let mut warm: Vec<u64> = (samples.iter())
+        .filter(|(t, _)| (run_ms / 10..run_ms / 5).contains(t))
+        .map(|(_, kb)| *kb)
+        .collect();
+    warm.sort();
+    let after: Vec<u64> = (samples.iter())
+        .filter(|(t, _)| *t >= run_ms / 5)
+        .map(|(_, kb)| *kb)
+        .collect();
+    let (Some(&level), Some(&last)) = (warm.get(warm.len() / 2), after.last()) else {
+        return RssReport {
+            text: format!("{} samples, too few to judge", samples.len()),
+            failure: None,
+        };
+    };
+    let (min, max) = (*after.iter().min().unwrap(), *after.iter().max().unwrap());
+    let pct = |kb: u64| (kb as f64 / level as f64 - 1.0) * 100.0;
+    let checked = run_ms >= 120_000;
+    let text = format!(
+        "{} samples; warm-up {level} kB, then min {min} kB ({:+.1}%), max {max} kB ({:+.1}%), \
+         last {last} kB ({:+.1}%){}",
+        samples.len(),
+        pct(min),
+        pct(max),
+        pct(last),
+        if checked {
+            ", bound ±10%"
+        } else {
+            " (not checked: run under 2 min)"
+        }
+    );
+    let out = pct(min) < -10.0 || pct(max) > 10.0;
+    RssReport {
+        failure: (checked && out).then(|| format!("RSS not within 10% of warm-up: {text}")),
+        text,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1305,6 +1840,8 @@ struct Checker {
     dropped: i64,
     /// Of those, the ones deleted from the replica by `reconcile`.
     reconciled: i64,
+    /// Write-behind events the consumer read from the queue: stream id -> (key, version).
+    delivered: HashMap<Vec<u8>, (Vec<u8>, i64)>,
 }
 
 impl Checker {
@@ -1401,14 +1938,147 @@ impl Checker {
     }
 
     /// `compare` with the clients paused and the primary's active expiry off (so that nothing
-    /// changes between reading one server and the other).
+    /// changes between reading one server and the other), after the consumer drained the
+    /// write-behind queue; then the ledger verified.
     fn checkpoint(&mut self, shared: &Shared) -> Result<(String, i64, usize), String> {
         let _gate = shared.gate.write().unwrap_or_else(|e| e.into_inner());
         must(&mut self.pc, &[b"DEBUG", b"SET-ACTIVE-EXPIRE", b"0"]);
-        let result = self.compare();
+        let result = self.consume().and_then(|_| self.compare());
         must(&mut self.pc, &[b"DEBUG", b"SET-ACTIVE-EXPIRE", b"1"]);
-        result
+        let result = result?;
+        self.verify_ledger(shared)?;
+        Ok(result)
     }
+
+    /// A write-behind worker's loop, once: reads every new event of the queue with the
+    /// module's consumer group, acknowledges and deletes them (so the queue stays short), and
+    /// remembers what each carried. `cache_wb_queue_length` must then be the queue's length.
+    fn consume(&mut self) -> Result<(), String> {
+        let pc = &mut self.pc;
+        if int(&must(pc, &[b"EXISTS", WB_QUEUE])) == 1 {
+            loop {
+                let v = must(
+                    pc,
+                    &[
+                        b"XREADGROUP",
+                        b"GROUP",
+                        WB_GROUP,
+                        b"soak",
+                        b"COUNT",
+                        b"500",
+                        b"STREAMS",
+                        WB_QUEUE,
+                        b">",
+                    ],
+                );
+                let entries = stream_entries(&v)?;
+                if entries.is_empty() {
+                    break;
+                }
+                let ids: Vec<&[u8]> = entries.iter().map(|(id, _)| &id[..]).collect();
+                must(pc, &[&[b"XACK", WB_QUEUE, WB_GROUP][..], &ids].concat());
+                must(pc, &[&[b"XDEL", WB_QUEUE][..], &ids].concat());
+                for (id, fields) in entries {
+                    let field = |name: &[u8]| {
+                        (fields
+                            .iter()
+                            .find(|(f, _)| f == name)
+                            .map(|(_, v)| v.clone()))
+                        .ok_or_else(|| format!("event {} without {name:?}", show_bytes(&id)))
+                    };
+                    let key = field(b"key")?;
+                    let version = String::from_utf8_lossy(&field(b"version")?).parse::<i64>();
+                    let version = version.map_err(|e| format!("event version: {e}"))?;
+                    self.delivered.insert(id, (key, version));
+                }
+            }
+        }
+        let len = int(&must(pc, &[b"XLEN", WB_QUEUE]));
+        let shown = info_int(pc, "cache", "cache_wb_queue_length");
+        if shown != len {
+            return Err(format!("cache_wb_queue_length {shown}, XLEN {len}"));
+        }
+        Ok(())
+    }
+
+    /// Every confirmed ledger value reads back on the primary and the replica; every confirmed
+    /// event was delivered to the consumer with its key and version.
+    fn verify_ledger(&mut self, shared: &Shared) -> Result<(), String> {
+        wait_replica(&mut self.pc)?;
+        let mut ledger = shared.ledger.lock().unwrap();
+        let mut verified = 0;
+        for (key, value) in &ledger.values {
+            let Some(value) = value else { continue };
+            for (name, c) in [("primary", &mut self.pc), ("replica", &mut self.rc)] {
+                let got = must(c, &[b"CACHE.GET", key]);
+                if got != Value::BulkString(value.clone()) {
+                    return Err(format!(
+                        "ledger: {name} has {} = {}, acknowledged (WAIT 1) {}",
+                        show_bytes(key),
+                        show(&got),
+                        show_bytes(value)
+                    ));
+                }
+            }
+            verified += 1;
+        }
+        ledger.values_verified += verified;
+        self.consume()?;
+        for (id, key, version) in std::mem::take(&mut ledger.events) {
+            match self.delivered.get(&id) {
+                Some((k, v)) if *k == key && *v == version => ledger.events_verified += 1,
+                other => {
+                    return Err(format!(
+                        "ledger: event {} ({} version {version}) acknowledged (WAIT 1), the \
+                         consumer read {other:?}",
+                        show_bytes(&id),
+                        show_bytes(&key)
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+const WB_QUEUE: &[u8] = b"cache:wb";
+const WB_GROUP: &[u8] = b"cache-wb";
+
+/// The entries of an XREADGROUP reply on one stream: (id, [(field, value)]).
+type StreamEntry = (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+
+fn stream_entries(v: &Value) -> Result<Vec<StreamEntry>, String> {
+    let bad = || format!("XREADGROUP reply {}", show(v));
+    let streams = match v {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(streams) => streams,
+        _ => return Err(bad()),
+    };
+    let mut out = Vec::new();
+    for stream in streams {
+        let Value::Array(parts) = stream else {
+            return Err(bad());
+        };
+        let [_, Value::Array(entries)] = &parts[..] else {
+            return Err(bad());
+        };
+        for e in entries {
+            let Value::Array(e) = e else {
+                return Err(bad());
+            };
+            let [Value::BulkString(id), Value::Array(fields)] = &e[..] else {
+                return Err(bad());
+            };
+            let mut pairs = Vec::new();
+            for kv in fields.chunks(2) {
+                if let [Value::BulkString(k), Value::BulkString(v)] = kv {
+                    pairs.push((k.clone(), v.clone()));
+                }
+            }
+            out.push((id.clone(), pairs));
+        }
+    }
+    Ok(out)
 }
 
 fn wait_replica(pc: &mut Connection) -> Result<(), String> {
@@ -1475,7 +2145,9 @@ fn soak_primary_and_replica_under_random_load() {
          aof-use-rdb-preamble {preamble}"
     );
 
-    let mut primary = Server::start_with(&[
+    // Both with the same settings (AOF on), the replica made one with REPLICAOF: a failover
+    // swaps their roles, and either restarts as a primary from its AOF.
+    let args = [
         "--appendonly",
         "yes",
         "--aof-use-rdb-preamble",
@@ -1484,9 +2156,14 @@ fn soak_primary_and_replica_under_random_load() {
         "everysec",
         "--repl-diskless-sync-delay",
         "0",
-    ]);
+    ];
+    let primary = Server::start_with(&args);
+    let replica = Server::start_with(&args);
     let primary_port = primary.port.to_string();
-    let mut replica = Server::start_with(&["--replicaof", "127.0.0.1", &primary_port]);
+    must(
+        &mut conn(&replica),
+        &[b"REPLICAOF", b"127.0.0.1", primary_port.as_bytes()],
+    );
     wait_link_up(&replica);
     wait_online(&primary);
     let mut checker = Checker {
@@ -1495,12 +2172,18 @@ fn soak_primary_and_replica_under_random_load() {
         keys: key_set(),
         dropped: 0,
         reconciled: 0,
+        delivered: HashMap::new(),
     };
     // Short default leases, so that leases taken without LEASE/PX lapse during the run too.
     must(
         &mut checker.pc,
         &[b"CONFIG", b"SET", b"cache.lease-ms", b"300"],
     );
+    let topology = Topology {
+        primary: primary.port,
+        replica: replica.port,
+        generation: 0,
+    };
 
     let shared = Arc::new(Shared {
         max_id: AtomicU64::new(0),
@@ -1508,6 +2191,8 @@ fn soak_primary_and_replica_under_random_load() {
         failures: Mutex::new(Vec::new()),
         deadline: Instant::now() + Duration::from_millis(run_ms),
         gate: RwLock::new(()),
+        topology: Mutex::new(topology),
+        ledger: Mutex::new(Ledger::default()),
     });
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
@@ -1518,6 +2203,8 @@ fn soak_primary_and_replica_under_random_load() {
                 primary: conn(&primary),
                 primary_port: primary.port,
                 replica: conn(&replica),
+                generation: 0,
+                ledger_seq: 0,
                 shared: shared.clone(),
                 last_id: 0,
                 tokens: VecDeque::new(),
@@ -1529,15 +2216,29 @@ fn soak_primary_and_replica_under_random_load() {
         })
         .collect();
     let admin_thread = {
-        let shared = shared.clone();
-        std::thread::spawn(move || admin(shared, checker, seed ^ 0xad31))
+        let admin = Admin {
+            shared: shared.clone(),
+            checker,
+            pair: Pair {
+                servers: vec![primary, replica],
+                p: 0,
+            },
+            rng: Rng::new(seed ^ 0xad31),
+            t: AdminTally::default(),
+            log: Vec::new(),
+            started: Instant::now(),
+            counters: HashMap::new(),
+        };
+        std::thread::spawn(move || admin.run(run_ms))
     };
     let mut tally = Tally::default();
     for h in clients {
         tally.add(&h.join().expect("client thread panicked"));
     }
-    let (admin_tally, mut checker) = admin_thread.join().expect("admin thread panicked");
+    let (admin_tally, mut checker, mut pair) = admin_thread.join().expect("admin thread panicked");
     let run_time = started.elapsed();
+    let mut replica = pair.servers.remove(1 - pair.p);
+    let mut primary = pair.servers.remove(0);
 
     // The invariants checked on every reply and at the checkpoints.
     let failures = shared.failures.lock().unwrap().clone();
@@ -1565,10 +2266,24 @@ fn soak_primary_and_replica_under_random_load() {
     );
     println!("soak: statuses {:?}", tally.statuses);
     println!("soak: commands {:?}", tally.by_cmd);
+    let t = &admin_tally;
     println!(
-        "soak: admin {admin_tally:?}, DEBUG RELOAD dropped {} expired key(s)",
+        "soak: admin: {} checkpoints, {} DEBUG RELOAD, {} BGREWRITEAOF, {} BGSAVE, {} CONFIG \
+         SET, {} restarts from the AOF, {} failovers, clients paused {} ms; {} counter samples \
+         monotonic; DEBUG RELOAD dropped {} expired key(s)",
+        t.checkpoints,
+        t.reloads,
+        t.rewrites,
+        t.saves,
+        t.configs,
+        t.restarts,
+        t.failovers,
+        t.paused_ms,
+        t.counter_samples,
         checker.dropped
     );
+    let rss = rss_report(&t.rss, run_ms);
+    println!("soak: RSS of the primary: {}", rss.text);
     let stats: Vec<String> = info_section(&mut checker.pc, "cache")
         .into_iter()
         .filter(|(_, v)| v != "0")
@@ -1576,6 +2291,9 @@ fn soak_primary_and_replica_under_random_load() {
         .collect();
     println!("soak: INFO cache {}", stats.join(" "));
     assert!(tally.ops > 1000, "only {} operations ran", tally.ops);
+    if let Some(e) = rss.failure {
+        panic!("soak seed {seed}: {e}");
+    }
 
     // Only long-lived keys left (nothing expires from here on); the replica equal to the
     // primary.
@@ -1656,6 +2374,25 @@ fn soak_primary_and_replica_under_random_load() {
     checker
         .compare()
         .unwrap_or_else(|e| panic!("soak seed {seed}, after the restart: {e}"));
+    checker
+        .verify_ledger(&shared)
+        .unwrap_or_else(|e| panic!("soak seed {seed}, after the restart: {e}"));
+    let ledger = shared.ledger.lock().unwrap();
+    println!(
+        "soak: ledger: {} writes confirmed by WAIT 1 ({} not), {} keys, {} value checks and {} \
+         write-behind events verified, {} events consumed",
+        ledger.confirmed,
+        ledger.unconfirmed,
+        ledger.values.len(),
+        ledger.values_verified,
+        ledger.events_verified,
+        checker.delivered.len()
+    );
+    assert!(
+        ledger.values_verified > 0 && ledger.events_verified > 0,
+        "the ledger was never verified"
+    );
+    drop(ledger);
     assert_alive("primary", &mut primary);
     assert_alive("replica", &mut replica);
     for (name, p) in [("primary", &primary), ("replica", &replica)] {
