@@ -34,7 +34,8 @@
 //! - counters: INFO's cache counters (all but the gauges) and `cache_last_id` never go down
 //!   on one server process (sampled on the primary at every admin step);
 //! - RSS: the primary's VmRSS, sampled at every admin step; after a warm-up (the first 20% of
-//!   the run) within 10% of the warm-up level, on runs of 2 minutes or more (always reported);
+//!   the run) within 10% of the warm-up level, on runs of 2 minutes or more (always reported;
+//!   the 10 s after a restart or a failover, a new primary process warming up, left out);
 //! - at the end, after adding entries in every state (`support::fixtures::fill_fixture`): the
 //!   primary restarted from its AOF (as the run left it, then freshly rewritten) has the same
 //!   digest and entries, issues larger ids, and the replica synced with it has the same digest
@@ -101,7 +102,7 @@ fn connect(url: &str) -> Connection {
 
 /// Sends a command and returns its raw reply, error replies included (as `Value::ServerError`,
 /// also nested in EXEC and script replies). `Err` only for connection failures.
-fn call(c: &mut Connection, args: &[Vec<u8>]) -> Result<Value, String> {
+fn call(c: &mut impl ConnectionLike, args: &[Vec<u8>]) -> Result<Value, String> {
     let mut cmd = redis::cmd(std::str::from_utf8(&args[0]).unwrap());
     for a in &args[1..] {
         cmd.arg(&a[..]);
@@ -218,6 +219,14 @@ impl Rng {
     fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next() as u8).collect()
     }
+}
+
+/// How long the clients run: `SOAK_MS`, default `DEFAULT_RUN_MS`.
+fn run_ms() -> u64 {
+    std::env::var("SOAK_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_RUN_MS)
 }
 
 fn seed() -> u64 {
@@ -670,7 +679,7 @@ struct Ledger {
     /// server may hold that write or the one before: not checked until the next confirmed).
     values: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Confirmed `CACHE.WBQUEUE`s not yet found in the queue: (stream id, key, version).
-    events: Vec<(Vec<u8>, Vec<u8>, i64)>,
+    events: Vec<QueuedEvent>,
     confirmed: u64,
     unconfirmed: u64,
     /// Checks of a ledger value that found it (summed over the verifications).
@@ -1482,6 +1491,8 @@ struct AdminTally {
     paused_ms: u128,
     /// The primary's VmRSS over the run: (ms since the start, kB).
     rss: Vec<(u64, u64)>,
+    /// When restarts and failovers ended (ms since the start): a new primary process.
+    new_primary_ms: Vec<u64>,
     /// INFO samples whose counters were checked against the previous one of the same process.
     counter_samples: u64,
 }
@@ -1668,6 +1679,7 @@ impl Admin {
             self.checker.verify_ledger(&shared)?;
         }
         self.t.paused_ms += paused.elapsed().as_millis();
+        (self.t.new_primary_ms).push(self.started.elapsed().as_millis() as u64);
         self.checkpoint()
     }
 
@@ -1768,17 +1780,28 @@ struct RssReport {
     failure: Option<String>,
 }
 
+/// How long after a restart or a failover the new primary's RSS is left out of the check (a
+/// fresh process, or a replica until now, warming up).
+const REWARM_MS: u64 = 10_000;
+
 /// RSS over the run: the warm-up level (the median of the samples taken between 10% and 20% of
-/// the run), then the min, max and last of the samples after 20%; on runs of 2 minutes or
-/// more, every one of those must be within 10% of the warm-up level.
-fn rss_report(samples: &[(u64, u64)], run_ms: u64) -> RssReport {
+/// the run), then the min, max and last of the samples after 20% (but those of the
+/// `REWARM_MS` after each restart and failover); on runs of 2 minutes or more, every one of
+/// those must be within 10% of the warm-up level. The text has the range of each tenth of the
+/// run too (all samples).
+fn rss_report(samples: &[(u64, u64)], new_primary_ms: &[u64], run_ms: u64) -> RssReport {
     let mut warm: Vec<u64> = (samples.iter())
         .filter(|(t, _)| (run_ms / 10..run_ms / 5).contains(t))
         .map(|(_, kb)| *kb)
         .collect();
     warm.sort();
+    let rewarming = |t: u64| {
+        new_primary_ms
+            .iter()
+            .any(|e| (*e..e + REWARM_MS).contains(&t))
+    };
     let after: Vec<u64> = (samples.iter())
-        .filter(|(t, _)| *t >= run_ms / 5)
+        .filter(|(t, _)| *t >= run_ms / 5 && !rewarming(*t))
         .map(|(_, kb)| *kb)
         .collect();
     let (Some(&level), Some(&last)) = (warm.get(warm.len() / 2), after.last()) else {
@@ -1790,9 +1813,20 @@ fn rss_report(samples: &[(u64, u64)], run_ms: u64) -> RssReport {
     let (min, max) = (*after.iter().min().unwrap(), *after.iter().max().unwrap());
     let pct = |kb: u64| (kb as f64 / level as f64 - 1.0) * 100.0;
     let checked = run_ms >= 120_000;
+    let tenths: Vec<String> = (0..10)
+        .filter_map(|d| {
+            let span = run_ms * d / 10..run_ms * (d + 1) / 10;
+            let kbs = samples
+                .iter()
+                .filter(|(t, _)| span.contains(t))
+                .map(|(_, kb)| *kb);
+            let (lo, hi) = (kbs.clone().min()?, kbs.max()?);
+            Some(format!("{}-{}", lo / 1024, hi / 1024))
+        })
+        .collect();
     let text = format!(
         "{} samples; warm-up {level} kB, then min {min} kB ({:+.1}%), max {max} kB ({:+.1}%), \
-         last {last} kB ({:+.1}%){}",
+         last {last} kB ({:+.1}%){}; MB per tenth of the run [{}]",
         samples.len(),
         pct(min),
         pct(max),
@@ -1801,7 +1835,8 @@ fn rss_report(samples: &[(u64, u64)], run_ms: u64) -> RssReport {
             ", bound ±10%"
         } else {
             " (not checked: run under 2 min)"
-        }
+        },
+        tenths.join(" ")
     );
     let out = pct(min) < -10.0 || pct(max) > 10.0;
     RssReport {
@@ -1956,41 +1991,8 @@ impl Checker {
     fn consume(&mut self) -> Result<(), String> {
         let pc = &mut self.pc;
         if int(&must(pc, &[b"EXISTS", WB_QUEUE])) == 1 {
-            loop {
-                let v = must(
-                    pc,
-                    &[
-                        b"XREADGROUP",
-                        b"GROUP",
-                        WB_GROUP,
-                        b"soak",
-                        b"COUNT",
-                        b"500",
-                        b"STREAMS",
-                        WB_QUEUE,
-                        b">",
-                    ],
-                );
-                let entries = stream_entries(&v)?;
-                if entries.is_empty() {
-                    break;
-                }
-                let ids: Vec<&[u8]> = entries.iter().map(|(id, _)| &id[..]).collect();
-                must(pc, &[&[b"XACK", WB_QUEUE, WB_GROUP][..], &ids].concat());
-                must(pc, &[&[b"XDEL", WB_QUEUE][..], &ids].concat());
-                for (id, fields) in entries {
-                    let field = |name: &[u8]| {
-                        (fields
-                            .iter()
-                            .find(|(f, _)| f == name)
-                            .map(|(_, v)| v.clone()))
-                        .ok_or_else(|| format!("event {} without {name:?}", show_bytes(&id)))
-                    };
-                    let key = field(b"key")?;
-                    let version = String::from_utf8_lossy(&field(b"version")?).parse::<i64>();
-                    let version = version.map_err(|e| format!("event version: {e}"))?;
-                    self.delivered.insert(id, (key, version));
-                }
+            for (id, key, version) in drain_queue(pc, WB_QUEUE)? {
+                self.delivered.insert(id, (key, version));
             }
         }
         let len = int(&must(pc, &[b"XLEN", WB_QUEUE]));
@@ -2043,6 +2045,47 @@ impl Checker {
 
 const WB_QUEUE: &[u8] = b"cache:wb";
 const WB_GROUP: &[u8] = b"cache-wb";
+
+/// A write-behind event: (stream id, key, version).
+type QueuedEvent = (Vec<u8>, Vec<u8>, i64);
+
+/// Reads every new event of `queue` with the module's consumer group, acknowledges and deletes
+/// them, as a write-behind worker does: their (id, key, version).
+fn drain_queue(c: &mut Connection, queue: &[u8]) -> Result<Vec<QueuedEvent>, String> {
+    let mut out = Vec::new();
+    loop {
+        let read: &[&[u8]] = &[
+            b"XREADGROUP",
+            b"GROUP",
+            WB_GROUP,
+            b"soak",
+            b"COUNT",
+            b"500",
+            b"STREAMS",
+            queue,
+            b">",
+        ];
+        let entries = stream_entries(&must(c, read))?;
+        if entries.is_empty() {
+            return Ok(out);
+        }
+        let ids: Vec<&[u8]> = entries.iter().map(|(id, _)| &id[..]).collect();
+        must(c, &[&[b"XACK", queue, WB_GROUP][..], &ids].concat());
+        must(c, &[&[b"XDEL", queue][..], &ids].concat());
+        for (id, fields) in entries {
+            let field = |name: &[u8]| {
+                let found = fields.iter().find(|(f, _)| f == name);
+                found
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| format!("event {} without {name:?}", show_bytes(&id)))
+            };
+            let key = field(b"key")?;
+            let version = String::from_utf8_lossy(&field(b"version")?).parse::<i64>();
+            let version = version.map_err(|e| format!("event version: {e}"))?;
+            out.push((id, key, version));
+        }
+    }
+}
 
 /// The entries of an XREADGROUP reply on one stream: (id, [(field, value)]).
 type StreamEntry = (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
@@ -2134,10 +2177,7 @@ fn entries_and_count(c: &mut Connection) -> (i64, i64) {
 fn soak_primary_and_replica_under_random_load() {
     let started = Instant::now();
     let seed = seed();
-    let run_ms: u64 = std::env::var("SOAK_MS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_RUN_MS);
+    let run_ms = run_ms();
     let mut rng = Rng::new(seed);
     let preamble = if rng.chance(50) { "yes" } else { "no" };
     println!(
@@ -2282,7 +2322,7 @@ fn soak_primary_and_replica_under_random_load() {
         t.counter_samples,
         checker.dropped
     );
-    let rss = rss_report(&t.rss, run_ms);
+    let rss = rss_report(&t.rss, &t.new_primary_ms, run_ms);
     println!("soak: RSS of the primary: {}", rss.text);
     let stats: Vec<String> = info_section(&mut checker.pc, "cache")
         .into_iter()
@@ -2404,4 +2444,601 @@ fn soak_primary_and_replica_under_random_load() {
         "soak: seed {seed} passed in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster part
+// ---------------------------------------------------------------------------------------------
+
+/// Keys of its own each cluster load thread writes (and so knows).
+const CLUSTER_KEYS: usize = 150;
+const CLUSTER_THREADS: usize = 3;
+
+/// What a cluster load thread knows of one of its keys.
+#[derive(Clone, Debug)]
+struct Known {
+    /// The value the last write left (None: deleted, or never written), when that write was
+    /// acknowledged; after a failed write, unknown until the next acknowledged one.
+    value: Option<Option<Vec<u8>>>,
+    /// Whether the entry carries the thread's tag; None when a failed write left it unsure.
+    tagged: Option<bool>,
+}
+
+#[derive(Default)]
+struct ClusterLoad {
+    keys: Vec<(Vec<u8>, Known)>,
+    /// Acknowledged write-behind events: (key, stream id, version).
+    events: Vec<(Vec<u8>, Vec<u8>, i64)>,
+    by_cmd: BTreeMap<String, u64>,
+    ops: u64,
+    /// Errors a reshard may cause (redirections, TRYAGAIN retried out, a moving slot).
+    transient: Vec<String>,
+    /// Keys read back while the load ran, after each reshard.
+    verified: u64,
+}
+
+/// A third of a thread's keys in a few crowded slots (hash tags of `groups`, in the slots the
+/// reshards move), so that every reshard moves slots with many keys and their queue; the
+/// others anywhere.
+fn cluster_key(thread: usize, j: usize, groups: &[String]) -> Vec<u8> {
+    match j % 3 {
+        0 => format!("{{{}}}:c{thread}:{j}", groups[j / 3 % groups.len()]),
+        _ => format!("c{thread}:{j}"),
+    }
+    .into_bytes()
+}
+
+/// Slots each reshard moves.
+const RESHARD_SLOTS: usize = 300;
+
+/// Errors a client of a cluster that moves slots may see, and retry later.
+fn transient(e: &str) -> bool {
+    [
+        "TRYAGAIN",
+        "MOVED",
+        "ASK",
+        "CLUSTERDOWN",
+        "connection",
+        "Connection",
+        "timed out",
+        "IO",
+    ]
+    .iter()
+    .any(|m| e.contains(m))
+}
+
+/// One cluster load thread: its own keys (SET / TAGSET / WBQUEUE / WBDEL / DEL / GET / GETX /
+/// INSPECT / TAGS on them, reads checked against the last acknowledged write), LOCKGET, fills
+/// and releases on scratch keys, TAGSET + TAGINVALIDATE (cluster-wide) of scratch tags,
+/// TAGCOUNT, TAGSCAN, WBQUEUES; after each reshard (`epoch` moves) it reads all its keys back.
+fn cluster_load(
+    mut cc: redis::cluster::ClusterConnection,
+    thread: usize,
+    groups: Vec<String>,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    epoch: Arc<AtomicU64>,
+) -> Result<ClusterLoad, String> {
+    let mut rng = Rng::new(seed);
+    let tag = format!("ctag:{thread}").into_bytes();
+    let mut out = ClusterLoad {
+        keys: (0..CLUSTER_KEYS)
+            .map(|j| {
+                let known = Known {
+                    value: Some(None),
+                    tagged: Some(false),
+                };
+                (cluster_key(thread, j, &groups), known)
+            })
+            .collect(),
+        ..ClusterLoad::default()
+    };
+    let mut seen_epoch = 0;
+    let mut seq = 0u64;
+    let hour = a("3600000");
+    while !stop.load(Ordering::SeqCst) {
+        // Paced (not a wait for anything): unpaced, the load starves the CLI on 2 cores.
+        std::thread::sleep(Duration::from_micros(700));
+        let e = epoch.load(Ordering::SeqCst);
+        if e != seen_epoch {
+            seen_epoch = e;
+            for j in 0..CLUSTER_KEYS {
+                check_known(&mut cc, &out.keys[j], "after a reshard", &mut out.transient)?;
+                out.verified += 1;
+            }
+        }
+        seq += 1;
+        out.ops += 1;
+        let j = rng.below(CLUSTER_KEYS as u64) as usize;
+        let key = out.keys[j].0.clone();
+        let value = format!("c{thread}#{seq}").into_bytes();
+        let scratch = format!("cscratch:{thread}:{}", rng.below(20)).into_bytes();
+        let junk = format!("cjunk:{}", rng.below(4)).into_bytes();
+        // (request, what an acknowledged reply does to the key's state).
+        enum Effect {
+            Write { tags: Option<bool> },
+            Delete,
+            Event,
+            DeleteEvent,
+            Read,
+            Lease,
+            None,
+        }
+        let (args, effect) = match rng.below(17) {
+            0..=2 => (
+                vec![a("CACHE.SET"), key, value, a("PX"), hour.clone()],
+                Effect::Write { tags: None },
+            ),
+            3 => (
+                vec![
+                    a("CACHE.TAGSET"),
+                    key,
+                    value,
+                    a("PX"),
+                    hour.clone(),
+                    a("TAGS"),
+                    tag.clone(),
+                ],
+                Effect::Write { tags: Some(true) },
+            ),
+            4..=5 => (
+                vec![a("CACHE.WBQUEUE"), key, value, a("PX"), hour.clone()],
+                Effect::Event,
+            ),
+            6 => (vec![a("CACHE.WBDEL"), key], Effect::DeleteEvent),
+            7 => (vec![a("CACHE.DEL"), key], Effect::Delete),
+            8..=9 => (vec![a("CACHE.GET"), key], Effect::Read),
+            10 => (vec![a("CACHE.GETX"), key], Effect::Read),
+            11 => (
+                vec![a("CACHE.LOCKGET"), scratch, a("PX"), a("200")],
+                Effect::Lease,
+            ),
+            12 => (
+                vec![
+                    a("CACHE.TAGSET"),
+                    scratch,
+                    value,
+                    a("PX"),
+                    a("60000"),
+                    a("TAGS"),
+                    junk,
+                ],
+                Effect::None,
+            ),
+            13 => (vec![a("CACHE.TAGINVALIDATE"), junk], Effect::None),
+            14 => (
+                {
+                    let cmd = if rng.chance(50) {
+                        "CACHE.INSPECT"
+                    } else {
+                        "CACHE.TAGS"
+                    };
+                    vec![a(cmd), key]
+                },
+                Effect::None,
+            ),
+            15 => (vec![a("CACHE.TAGCOUNT"), tag.clone()], Effect::None),
+            _ => match rng.below(2) {
+                0 => (vec![a("CACHE.WBQUEUES")], Effect::None),
+                _ => (
+                    vec![a("CACHE.TAGSCAN"), tag.clone(), a("0"), a("COUNT"), a("20")],
+                    Effect::None,
+                ),
+            },
+        };
+        let cmd = String::from_utf8_lossy(&args[0]).to_uppercase();
+        *out.by_cmd.entry(cmd).or_default() += 1;
+        let v = call(&mut cc, &args);
+        let err = match &v {
+            Err(e) => Some(e.clone()),
+            Ok(v) => error_of(v),
+        };
+        let known = &mut out.keys[j].1;
+        if let Some(e) = err {
+            if e.contains("internal error") || !transient(&e) {
+                return Err(format!("{}: {e}", show_args(&args)));
+            }
+            out.transient.push(format!("{}: {e}", show_args(&args)));
+            // The write may or may not have happened.
+            if !matches!(effect, Effect::Read | Effect::Lease | Effect::None) {
+                known.value = None;
+                known.tagged = None;
+            }
+            continue;
+        }
+        let v = v.unwrap();
+        let event = |v: &Value| match v {
+            Value::Array(p) => match &p[..] {
+                [Value::Int(version), Value::BulkString(id)] => Ok((id.clone(), *version)),
+                _ => Err(format!("{} -> {}", show_args(&args), show(v))),
+            },
+            _ => Err(format!("{} -> {}", show_args(&args), show(v))),
+        };
+        match effect {
+            Effect::Write { tags } => {
+                known.value = Some(Some(args[2].clone()));
+                if let Some(t) = tags {
+                    known.tagged = Some(t);
+                }
+            }
+            Effect::Delete => {
+                known.value = Some(None);
+                known.tagged = Some(false);
+            }
+            Effect::Event => {
+                known.value = Some(Some(args[2].clone()));
+                let (id, version) = event(&v)?;
+                out.events.push((args[1].clone(), id, version));
+            }
+            Effect::DeleteEvent => {
+                known.value = Some(None);
+                known.tagged = Some(false);
+                let (id, version) = event(&v)?;
+                out.events.push((args[1].clone(), id, version));
+            }
+            Effect::Read => {
+                let got = match &args[0][..] {
+                    b"CACHE.GETX" => match &v {
+                        Value::Array(t) if t.len() == 3 => t[0].clone(),
+                        _ => return Err(format!("{} -> {}", show_args(&args), show(&v))),
+                    },
+                    _ => v.clone(),
+                };
+                if let Some(want) = &known.value {
+                    let want = want.clone().map_or(Value::Nil, Value::BulkString);
+                    if got != want {
+                        return Err(format!(
+                            "{} -> {}, the last acknowledged write left {}",
+                            show_args(&args),
+                            show(&got),
+                            show(&want)
+                        ));
+                    }
+                }
+            }
+            Effect::Lease => {
+                // A granted lease on a scratch key: filled or released at once.
+                if let Value::Array(t) = &v {
+                    if let Some(Value::Int(token)) = t.get(2) {
+                        let follow = if rng.chance(70) {
+                            vec![
+                                a("CACHE.SET"),
+                                args[1].clone(),
+                                a("filled"),
+                                a("PX"),
+                                a("5000"),
+                                a("TOKEN"),
+                                n(*token),
+                            ]
+                        } else {
+                            vec![a("CACHE.RELEASE"), args[1].clone(), n(*token)]
+                        };
+                        let cmd = String::from_utf8_lossy(&follow[0]).to_uppercase();
+                        *out.by_cmd.entry(cmd).or_default() += 1;
+                        match call(&mut cc, &follow) {
+                            Ok(r) if error_of(&r).is_none() => {}
+                            Ok(r) => {
+                                out.transient
+                                    .push(format!("{}: {}", show_args(&follow), show(&r)))
+                            }
+                            Err(e) => out.transient.push(e),
+                        }
+                    }
+                }
+            }
+            Effect::None => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a key back through the cluster client: its value must be the last acknowledged one.
+fn check_known(
+    cc: &mut redis::cluster::ClusterConnection,
+    (key, known): &(Vec<u8>, Known),
+    when: &str,
+    transient_errors: &mut Vec<String>,
+) -> Result<(), String> {
+    let Some(want) = &known.value else {
+        return Ok(());
+    };
+    let got = match call(cc, &[a("CACHE.GET"), key.clone()]) {
+        Ok(v) => v,
+        Err(e) if transient(&e) => {
+            transient_errors.push(e);
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let want = want.clone().map_or(Value::Nil, Value::BulkString);
+    if got != want {
+        return Err(format!(
+            "{when}: CACHE.GET {} -> {}, acknowledged {}",
+            show_bytes(key),
+            show(&got),
+            show(&want)
+        ));
+    }
+    Ok(())
+}
+
+/// A write-behind worker's pass over every queue of every primary (not during a reshard): new
+/// events read with the module's group, acknowledged, deleted; each (key, id) must come once.
+fn drain_cluster_queues(
+    cluster: &support::cluster::Cluster,
+    delivered: &mut HashMap<(Vec<u8>, Vec<u8>), i64>,
+) -> Result<(), String> {
+    for p in cluster.primaries() {
+        let mut c = conn(p);
+        let Value::Array(queues) = must(&mut c, &[b"CACHE.WBQUEUES"]) else {
+            return Err("CACHE.WBQUEUES: not an array".into());
+        };
+        for q in queues {
+            let Value::BulkString(q) = q else { continue };
+            for (id, key, version) in drain_queue(&mut c, &q)? {
+                if delivered
+                    .insert((key.clone(), id.clone()), version)
+                    .is_some()
+                {
+                    return Err(format!(
+                        "event {} of {} delivered twice",
+                        show_bytes(&id),
+                        show_bytes(&key)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A real cluster (three primaries, a replica each) under the cluster load for `SOAK_MS`, with
+/// reshards of 300 slots (one per 4 minutes of run, at least one; from each primary to the next
+/// in turn) while it runs, and the queues drained by a worker's pass every few seconds between
+/// them. Checks: every read of a thread's key gives its last acknowledged write, also all of
+/// them after each reshard and at the end; each acknowledged write-behind event delivered
+/// exactly once with its version; per tag, TAGCOUNT summed over the primaries equals the keys
+/// CACHE.TAGS shows with it, and the model's count; per primary, cache_entries equals its
+/// cache-ent keys, and its replica's DEBUG DIGEST equals its own; no node mentions a panic.
+#[test]
+fn soak_cluster_reshard_under_load() {
+    let started = Instant::now();
+    let seed = seed();
+    let run_ms = run_ms();
+    let cluster = support::cluster::Cluster::start();
+    let reshards = (run_ms / 240_000).max(1);
+    // `--cluster reshard` moves the source's lowest slots: the first reshard moves the first
+    // primary's lowest 300 slots to the second, the next one the same slots (now the second's
+    // lowest) to the third, and so on around. The crowded slots are among them.
+    let map = cluster.slot_map();
+    let first = cluster.primaries()[0].port as i64;
+    let moving: std::collections::HashSet<i64> = (0..16384)
+        .filter(|&s| map[s as usize] == first)
+        .take(RESHARD_SLOTS)
+        .collect();
+    let mut any = conn(cluster.primaries()[0]);
+    let groups: Vec<String> = (0..)
+        .map(|g| format!("cg{g}"))
+        .filter(|g| moving.contains(&support::cluster::key_slot(&mut any, g)))
+        .take(5)
+        .collect();
+    let key_slots: Vec<i64> = (0..CLUSTER_THREADS)
+        .flat_map(|t| (0..CLUSTER_KEYS).map(move |j| (t, j)))
+        .map(|(t, j)| {
+            let key = String::from_utf8(cluster_key(t, j, &groups)).unwrap();
+            support::cluster::key_slot(&mut any, &key)
+        })
+        .collect();
+    let mut keys_moved = 0;
+    println!("soak cluster: seed {seed}, {CLUSTER_THREADS} clients for {run_ms} ms, {reshards} reshard(s)");
+    let stop = Arc::new(AtomicBool::new(false));
+    let epoch = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..CLUSTER_THREADS)
+        .map(|t| {
+            let (cc, stop, epoch) = (cluster.patient_client(), stop.clone(), epoch.clone());
+            let seed = seed ^ (0x7000 + t as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let groups = groups.clone();
+            std::thread::spawn(move || {
+                let result = cluster_load(cc, t, groups, seed, stop.clone(), epoch);
+                // One thread failing stops the run.
+                stop.store(true, Ordering::SeqCst);
+                result
+            })
+        })
+        .collect();
+    let load_started = Instant::now();
+    let mut delivered = HashMap::new();
+    let mut done = 0;
+    let mut reshard_time = Duration::ZERO;
+    let mut last_drain = Instant::now();
+    let mut failure = None;
+    while !stop.load(Ordering::SeqCst) && load_started.elapsed() < Duration::from_millis(run_ms) {
+        std::thread::sleep(Duration::from_millis(200));
+        let elapsed = load_started.elapsed().as_millis() as u64;
+        if done < reshards && elapsed >= run_ms * (done + 1) / (reshards + 1) {
+            keys_moved += reshard_next(&cluster, done, &key_slots, &mut reshard_time);
+            done += 1;
+            epoch.fetch_add(1, Ordering::SeqCst);
+        } else if last_drain.elapsed() > Duration::from_secs(3) {
+            if let Err(e) = drain_cluster_queues(&cluster, &mut delivered) {
+                failure = Some(e);
+                break;
+            }
+            last_drain = Instant::now();
+        }
+    }
+    // A short run may end before its reshard: it still runs, under the load.
+    while failure.is_none() && done < reshards && !stop.load(Ordering::SeqCst) {
+        keys_moved += reshard_next(&cluster, done, &key_slots, &mut reshard_time);
+        done += 1;
+        epoch.fetch_add(1, Ordering::SeqCst);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut loads = Vec::new();
+    let mut errors = Vec::new();
+    for t in threads {
+        match t.join().expect("cluster load thread panicked") {
+            Ok(l) => loads.push(l),
+            Err(e) => errors.push(e),
+        }
+    }
+    if let Some(e) = failure {
+        errors.push(e);
+    }
+    let logs = || {
+        (cluster.nodes.iter())
+            .map(|n| format!("--- :{}\n{}", n.port, n.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        errors.is_empty(),
+        "soak cluster seed {seed}: {}\n{}",
+        errors.join("\n"),
+        logs()
+    );
+    assert_eq!(done, reshards, "reshards run");
+
+    // The end: every key, every event, tag counts, entries, replicas.
+    let mut cc = cluster.patient_client();
+    let mut keys_verified = 0;
+    let mut end_errors = Vec::new();
+    for l in &loads {
+        for k in &l.keys {
+            check_known(&mut cc, k, "at the end", &mut end_errors)
+                .unwrap_or_else(|e| panic!("soak cluster seed {seed}: {e}"));
+            keys_verified += k.1.value.is_some() as u64;
+        }
+    }
+    assert!(
+        end_errors.is_empty(),
+        "at the end, with nothing moving: {end_errors:?}"
+    );
+    drain_cluster_queues(&cluster, &mut delivered)
+        .unwrap_or_else(|e| panic!("soak cluster seed {seed}: {e}"));
+    let mut events = 0;
+    for l in &loads {
+        for (key, id, version) in &l.events {
+            let got = delivered.get(&(key.clone(), id.clone()));
+            assert_eq!(
+                got,
+                Some(version),
+                "soak cluster seed {seed}: event {} of {} (version {version}) acknowledged",
+                show_bytes(id),
+                show_bytes(key)
+            );
+            events += 1;
+        }
+    }
+    let primaries = cluster.primaries();
+    for (t, l) in loads.iter().enumerate() {
+        let tag = format!("ctag:{t}");
+        let count: i64 = (primaries.iter())
+            .map(|p| int(&must(&mut conn(p), &[b"CACHE.TAGCOUNT", tag.as_bytes()])))
+            .sum();
+        let mut carrying = 0;
+        for (key, _) in &l.keys {
+            let Value::Array(tags) = must(&mut cc_conn(&cluster, key), &[b"CACHE.TAGS", key])
+            else {
+                panic!("CACHE.TAGS reply")
+            };
+            carrying += tags.contains(&Value::BulkString(tag.clone().into_bytes())) as i64;
+        }
+        assert_eq!(
+            count, carrying,
+            "TAGCOUNT {tag} over the primaries, and CACHE.TAGS"
+        );
+        if l.keys.iter().all(|(_, k)| k.tagged.is_some()) {
+            let model = l
+                .keys
+                .iter()
+                .filter(|(_, k)| k.tagged == Some(true))
+                .count() as i64;
+            assert_eq!(carrying, model, "entries acknowledged with {tag}");
+        }
+    }
+    for (i, p) in cluster.nodes.iter().enumerate().take(6) {
+        let mut pc = conn(p);
+        if info_section(&mut pc, "replication")
+            .get("role")
+            .map(String::as_str)
+            != Some("master")
+        {
+            continue;
+        }
+        // Scratch entries expire meanwhile: the counts and digests are compared until they
+        // agree, within a deadline.
+        let mut last = String::new();
+        let agreed = wait_until(Duration::from_secs(20), || {
+            let (entries, count) = entries_and_count(&mut pc);
+            let r = cluster.replica_of(i);
+            let mut rc = conn(&cluster.nodes[r]);
+            let _ = call(&mut pc, &[a("WAIT"), a("1"), a("5000")]);
+            let (pd, rd) = (digest(&mut pc), digest(&mut rc));
+            last = format!(
+                "cache_entries {entries}, cache-ent keys {count}, digest {pd} replica {rd}"
+            );
+            entries == count && pd == rd
+        });
+        assert!(agreed, "primary :{}: {last}", p.port);
+    }
+    for n in &cluster.nodes {
+        logs_clean(&format!("node :{}", n.port), n).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut by_cmd: BTreeMap<String, u64> = BTreeMap::new();
+    for l in &loads {
+        for (k, v) in &l.by_cmd {
+            *by_cmd.entry(k.clone()).or_default() += v;
+        }
+    }
+    let ops: u64 = loads.iter().map(|l| l.ops).sum();
+    let transient: Vec<&String> = loads.iter().flat_map(|l| &l.transient).collect();
+    let verified: u64 = loads.iter().map(|l| l.verified).sum();
+    println!("soak cluster: commands {by_cmd:?}");
+    println!(
+        "soak cluster: {ops} ops, {done} reshard(s) of {RESHARD_SLOTS} slots with {keys_moved} of \
+         the clients' keys in {:.1} s of CLI time, {verified} key reads after reshards, {keys_verified} keys and {events} \
+         write-behind events verified at the end ({} consumed), {} transient error(s) {:?}",
+        reshard_time.as_secs_f64(),
+        delivered.len(),
+        transient.len(),
+        transient.iter().take(3).collect::<Vec<_>>()
+    );
+    println!(
+        "soak cluster: seed {seed} passed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Reshard number `done` (from primary `done % 3` to the next), checked to have moved exactly
+/// `RESHARD_SLOTS` slots; how many of the clients' keys (their slots in `key_slots`) moved.
+fn reshard_next(
+    cluster: &support::cluster::Cluster,
+    done: u64,
+    key_slots: &[i64],
+    took: &mut Duration,
+) -> usize {
+    let before = cluster.slot_map();
+    let primaries = cluster.primaries();
+    let from = primaries[done as usize % primaries.len()];
+    let to = primaries[(done as usize + 1) % primaries.len()];
+    *took += cluster.reshard(from, to, RESHARD_SLOTS);
+    let after = cluster.slot_map();
+    let moved = (0..16384).filter(|&s| before[s] != after[s]).count();
+    assert_eq!(moved, RESHARD_SLOTS, "slots reshard {} moved", done + 1);
+    let keys = (key_slots.iter())
+        .filter(|&&s| before[s as usize] != after[s as usize])
+        .count();
+    // The crowded slots (a third of the keys) move every time.
+    assert!(
+        keys >= key_slots.len() / 3,
+        "reshard {} moved only {keys} of the clients' keys",
+        done + 1
+    );
+    keys
+}
+
+/// A direct connection to the primary that serves `key`.
+fn cc_conn(cluster: &support::cluster::Cluster, key: &[u8]) -> Connection {
+    conn(cluster.owner_of(std::str::from_utf8(key).unwrap()))
 }
