@@ -67,8 +67,9 @@ const CLIENTS: usize = 4;
 /// A key whose PTTL is below this is "short-lived": the end of the run waits for it to go, so
 /// that nothing expires during the end checks (a few seconds). Long-lived keys get 60 s or more.
 const SHORT_MS: i64 = 15_000;
-/// How long a reply may take before the test calls the server stalled.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a reply may take before the test calls the server stalled (longer than the
+/// 20 s `WAIT` of the checkpoints: on 2 shared cores a replica's ACK can be late).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------------------
 // Servers
@@ -1723,6 +1724,37 @@ impl Admin {
         Ok(())
     }
 
+    /// Runs an admin step; a panic in it (a `must` that failed, a harness wait that timed out)
+    /// becomes its error, so that `fail` can still show the servers' logs.
+    fn guarded(
+        &mut self,
+        step: impl FnOnce(&mut Admin) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(self)));
+        caught.unwrap_or_else(|panic| {
+            let text = (panic.downcast_ref::<String>().cloned())
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            Err(format!("panicked: {}", text.unwrap_or_default()))
+        })
+    }
+
+    /// Records the failure with the admin's last steps and the end of both servers' logs.
+    fn fail(&self, e: String) {
+        let tail = |s: &Server| {
+            let log = s.log();
+            let lines: Vec<&str> = log.lines().collect();
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        };
+        self.shared.fail(format!(
+            "admin: {e}\n  {}\n--- primary :{} (last lines)\n{}\n--- replica :{} (last lines)\n{}",
+            self.log.join("\n  "),
+            self.pair.primary().port,
+            tail(self.pair.primary()),
+            self.pair.replica().port,
+            tail(self.pair.replica())
+        ));
+    }
+
     /// Until the run ends: the scheduled restarts and failovers when their time comes, and
     /// random admin steps between them, sampling the primary's RSS and counters each time.
     fn run(mut self, run_ms: u64) -> (AdminTally, Checker, Pair) {
@@ -1733,18 +1765,19 @@ impl Admin {
                 break;
             }
             let elapsed = self.started.elapsed().as_millis() as u64;
-            let result = self.sample().and_then(|_| match events.front() {
-                Some(&(at, event)) if elapsed >= at => {
-                    events.pop_front();
-                    self.log.push(format!("{event:?} at {elapsed} ms"));
-                    self.event(event)
-                        .map_err(|e| format!("{event:?} at {elapsed} ms: {e}"))
-                }
-                _ => self.random_step(),
+            let result = self.guarded(|me| {
+                me.sample().and_then(|_| match events.front() {
+                    Some(&(at, event)) if elapsed >= at => {
+                        events.pop_front();
+                        me.log.push(format!("{event:?} at {elapsed} ms"));
+                        me.event(event)
+                            .map_err(|e| format!("{event:?} at {elapsed} ms: {e}"))
+                    }
+                    _ => me.random_step(),
+                })
             });
             if let Err(e) = result {
-                self.shared
-                    .fail(format!("admin: {e}\n  {}", self.log.join("\n  ")));
+                self.fail(e);
                 break;
             }
             if self.log.len() > 60 {
@@ -1756,9 +1789,8 @@ impl Admin {
             if !self.shared.failures.lock().unwrap().is_empty() {
                 break;
             }
-            if let Err(e) = self.event(event) {
-                self.shared
-                    .fail(format!("admin: {event:?} after the run: {e}"));
+            if let Err(e) = self.guarded(|me| me.event(event)) {
+                self.fail(format!("{event:?} after the run: {e}"));
             }
         }
         (self.t, self.checker, self.pair)
@@ -1914,30 +1946,22 @@ impl Checker {
     /// No caller parked; the replica's digest equal to the primary's; `cache_entries` equal
     /// to the number of cache-ent keys, on both. Returns (digest, entries, keys).
     fn compare(&mut self) -> Result<(String, i64, usize), String> {
-        let mut parked = -1;
-        let none_parked = wait_until(Duration::from_secs(2), || {
-            parked = info_int(&mut self.pc, "cache", "cache_lockget_parked");
-            parked == 0
-        });
-        if !none_parked {
-            return Err(format!(
-                "cache_lockget_parked is {parked} with no client waiting"
-            ));
-        }
+        wait_zero(
+            &mut self.pc,
+            "cache_lockget_parked",
+            2,
+            "with no client waiting",
+        )?;
         // The module removes invalidated entries itself, from a timer, a slice at a time: a
         // removal between counting the keys and reading INFO would look like a miscount, one
         // between reading the two digests like a difference. Nothing is invalidated while the
         // clients are paused; the removal must finish.
-        let mut pending = -1;
-        let removed = wait_until(Duration::from_secs(10), || {
-            pending = info_int(&mut self.pc, "cache", "cache_tag_pending_removal");
-            pending == 0
-        });
-        if !removed {
-            return Err(format!(
-                "cache_tag_pending_removal still {pending} after 10 s with nothing invalidated"
-            ));
-        }
+        wait_zero(
+            &mut self.pc,
+            "cache_tag_pending_removal",
+            10,
+            "with nothing invalidated",
+        )?;
         wait_replica(&mut self.pc)?;
         self.reconcile()?;
         wait_replica(&mut self.pc)?;
@@ -2128,10 +2152,22 @@ fn stream_entries(v: &Value) -> Result<Vec<StreamEntry>, String> {
     Ok(out)
 }
 
+/// Waits (at most `secs`) until the INFO cache field is 0; `why` says why it should be.
+fn wait_zero(c: &mut Connection, field: &str, secs: u64, why: &str) -> Result<(), String> {
+    let mut n = -1;
+    if wait_until(Duration::from_secs(secs), || {
+        n = info_int(c, "cache", field);
+        n == 0
+    }) {
+        return Ok(());
+    }
+    Err(format!("{field} still {n} after {secs} s {why}"))
+}
+
 fn wait_replica(pc: &mut Connection) -> Result<(), String> {
-    match int(&must(pc, &[b"WAIT", b"1", b"10000"])) {
+    match int(&must(pc, &[b"WAIT", b"1", b"20000"])) {
         1 => Ok(()),
-        n => Err(format!("WAIT 1 10000: {n} replicas acknowledged")),
+        n => Err(format!("WAIT 1 20000: {n} replicas acknowledged")),
     }
 }
 
