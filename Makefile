@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PORT ?= 6379
 MODULE := target/release/libredis_cache.so
 
-.PHONY: all deps build run cluster bench-cluster lab test test-redis test-valkey test-worker unit integration memcheck fuzz-restore fuzz fuzz-seeds bench lint fmt clean
+.PHONY: all deps build run cluster bench-cluster lab test test-redis test-valkey test-worker unit integration memcheck fuzz-restore fuzz fuzz-seeds soak bench lint fmt clean
 
 all: build
 
@@ -117,6 +117,15 @@ fuzz:
 # Writes the seed corpus fuzz/corpus/<target> from real payloads (fuzz/src/bin/seeds.rs).
 fuzz-seeds:
 	cd fuzz && cargo run --release --bin seeds
+
+# The soak (tests/soak.rs) for DURATION (30m, 90s, 1h): every command from many clients
+# against a primary (AOF) and a replica with BGSAVE, BGREWRITEAOF, DEBUG RELOAD, restarts and
+# failovers, and beside it a cluster resharding under load; prints the summary (full output in
+# target/soak.log). A random seed, printed; SOAK_SEED=<n> replays one. `make test` runs the same
+# file for 6 s.
+DURATION ?= 10m
+soak: build
+	@scripts/soak.sh $(DURATION)
 
 unit: deps
 	cargo test --release -p redis-cache --lib -- --test-threads=4

@@ -1,10 +1,15 @@
-//! Soak: a primary (AOF on) with a replica attached, driven for a few seconds by several client
-//! threads sending a long random sequence of commands on a small set of keys (binary ones and
-//! the empty key included): CACHE.SET/GET/GETX/LOCKGET (with and without WAIT)/RELEASE/DEL/
-//! INSPECT, DEL, UNLINK, EXPIRE, PEXPIRE, PERSIST, RENAME, COPY, plain strings, reads on the
-//! replica, MULTI/EXEC blocks, EVAL scripts, callers that hang up while parked, random options in
-//! valid ranges and ~10% bad input; meanwhile one admin thread runs DEBUG RELOAD, BGREWRITEAOF,
-//! CONFIG SET of the module's configs, and checkpoints. It checks:
+//! Soak: a primary (AOF on) with a replica, driven by several client threads sending a long
+//! random sequence of commands on a small set of keys (binary ones and the empty key included):
+//! CACHE.SET/GET/GETX/LOCKGET (with and without WAIT)/RELEASE/DEL/INSPECT, the tag commands
+//! (TAGSET, TAGS, TAGCOUNT, TAGSCAN, TAGINVALIDATE), the write-behind ones (WBQUEUE, WBDEL,
+//! WBQUEUES), the internal APPLY/TAGAPPLY (refused), DEL, UNLINK, EXPIRE, PEXPIRE, PERSIST,
+//! RENAME, COPY, plain strings, reads on the replica, MULTI/EXEC blocks, EVAL scripts, callers
+//! that hang up while parked, random options in valid ranges and ~10% bad input, and writes to
+//! a ledger (below); meanwhile one admin thread runs DEBUG RELOAD, BGREWRITEAOF, BGSAVE, CONFIG
+//! SET of the module's configs, checkpoints, and on a schedule scaled to the run (one per 150 s
+//! and one per 200 s, at least one of each) restarts of the primary from its AOF and failovers
+//! (the replica promoted with REPLICAOF NO ONE, the old primary made its replica; the clients
+//! follow). It checks:
 //!
 //! - on every reply: never the module's caught-panic error; every error is WRONGTYPE (or an
 //!   expected one) for valid input, and bad input always gets an error; GETX/LOCKGET replies
@@ -14,24 +19,37 @@
 //!   just before succeeds, and a read right after a write sees it;
 //! - ids: every id (version, token) issued to a connection is larger than the previous one it
 //!   was issued, and than every id any connection had been issued or shown before it sent the
-//!   command (so, per key, a new version exceeds every version and token seen on it before);
+//!   command (so, per key, a new version exceeds every version and token seen on it before),
+//!   across restarts and failovers too;
 //! - at checkpoints (clients paused, the primary's active expiry off) and at the end: nobody is
 //!   parked, the replica's DEBUG DIGEST equals the primary's, `cache_entries` equals the number
-//!   of keys of type cache-ent (SCAN + TYPE) and is the same on the replica;
+//!   of keys of type cache-ent (SCAN + TYPE) and is the same on the replica, and after a
+//!   consumer (as a worker would: XREADGROUP with the module's group, XACK, XDEL) drained the
+//!   write-behind queue, `cache_wb_queue_length` equals its XLEN;
+//! - nothing acknowledged is lost: each client writes unique values to ledger keys only it
+//!   writes (CACHE.SET, TAGSET, WBQUEUE, a day's TTL) and follows each with `WAIT 1`; the writes
+//!   WAIT confirmed read back on both servers, and their write-behind events were delivered to
+//!   the consumer with their key and version, at every checkpoint, after every restart and
+//!   failover, and at the end;
+//! - counters: INFO's cache counters (all but the gauges) and `cache_last_id` never go down
+//!   on one server process (sampled on the primary at every admin step);
+//! - RSS: the primary's VmRSS, sampled at every admin step; after a warm-up (the first 20% of
+//!   the run) within 10% of the warm-up level, on runs of 2 minutes or more (always reported;
+//!   the 10 s after a restart or a failover, a new primary process warming up, left out);
 //! - at the end, after adding entries in every state (`support::fixtures::fill_fixture`): the
 //!   primary restarted from its AOF (as the run left it, then freshly rewritten) has the same
 //!   digest and entries, issues larger ids, and the replica synced with it has the same digest
-//!   again; no log or stderr (where a Rust panic message goes) mentions a panic or an internal
-//!   error, and both servers are alive.
+//!   again, and holds the ledger; no log or stderr (where a Rust panic message goes) mentions a
+//!   panic or an internal error, and both servers are alive.
 //!
 //! The seed is printed; `SOAK_SEED=<n>` replays its choices (`SOAK_SEED=random` picks one; the
 //! interleaving of the threads is not replayed), `SOAK_MS=<ms>` sets how long the clients run
-//! (default 6000). The servers are started here rather than with `support::server::Server` so
-//! that their stderr lands in a file the test can read.
+//! (default 6000; `make soak DURATION=30m` sets it). The servers are started with
+//! `support::server::Server`, whose stderr lands in a file the test reads.
 
 mod support;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,8 +67,9 @@ const CLIENTS: usize = 4;
 /// A key whose PTTL is below this is "short-lived": the end of the run waits for it to go, so
 /// that nothing expires during the end checks (a few seconds). Long-lived keys get 60 s or more.
 const SHORT_MS: i64 = 15_000;
-/// How long a reply may take before the test calls the server stalled.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a reply may take before the test calls the server stalled (longer than the
+/// 20 s `WAIT` of the checkpoints: on 2 shared cores a replica's ACK can be late).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------------------
 // Servers
@@ -58,22 +77,23 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection with read and write timeouts: a stalled server fails the test.
 fn conn(s: &Server) -> Connection {
-    connect(&s.url())
+    try_connect(s.port).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn connect(url: &str) -> Connection {
-    let c = redis::Client::open(url)
+/// A connection to a port on loopback (with the timeouts), or why not.
+fn try_connect(port: u16) -> Result<Connection, String> {
+    let c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
         .unwrap()
         .get_connection_with_timeout(REPLY_TIMEOUT)
-        .expect("connect");
+        .map_err(|e| format!("connect to :{port}: {e}"))?;
     c.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
     c.set_write_timeout(Some(REPLY_TIMEOUT)).unwrap();
-    c
+    Ok(c)
 }
 
 /// Sends a command and returns its raw reply, error replies included (as `Value::ServerError`,
 /// also nested in EXEC and script replies). `Err` only for connection failures.
-fn call(c: &mut Connection, args: &[Vec<u8>]) -> Result<Value, String> {
+fn call(c: &mut impl ConnectionLike, args: &[Vec<u8>]) -> Result<Value, String> {
     let mut cmd = redis::cmd(std::str::from_utf8(&args[0]).unwrap());
     for a in &args[1..] {
         cmd.arg(&a[..]);
@@ -192,6 +212,14 @@ impl Rng {
     }
 }
 
+/// How long the clients run: `SOAK_MS`, default `DEFAULT_RUN_MS`.
+fn run_ms() -> u64 {
+    std::env::var("SOAK_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_RUN_MS)
+}
+
 fn seed() -> u64 {
     match std::env::var("SOAK_SEED") {
         Err(_) => DEFAULT_SEED,
@@ -224,6 +252,9 @@ fn key_set() -> Vec<Vec<u8>> {
     ]);
     keys
 }
+
+/// The tags the tag commands pick from.
+const TAG_POOL: &[&[u8]] = &[b"t0", b"t1", b"t2", b"t3", b"t:\0bin"];
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Fill {
@@ -264,6 +295,14 @@ enum Expect {
     ScriptRelease,
     /// [CACHE.SET version, CACHE.DEL count, CACHE.GET value, CACHE.INSPECT].
     ScriptMixed { value: Vec<u8>, same_key: bool },
+    /// An array of strings (CACHE.TAGS, CACHE.WBQUEUES).
+    Strings,
+    /// CACHE.TAGSCAN: [cursor, [key ...]].
+    Scan,
+    /// CACHE.WBQUEUE / CACHE.WBDEL: [new version, stream id].
+    WbEvent,
+    /// BGSAVE SCHEDULE: started or scheduled, or one already running.
+    Save,
 }
 
 #[derive(Clone, Debug)]
@@ -346,7 +385,7 @@ fn check(v: &Value, e: &Expect, out: &mut Outcome) -> Result<(), String> {
         return match e {
             Expect::Bad => Ok(()),
             Expect::Rename if err == "ERR no such key" => Ok(()),
-            Expect::Rewrite if err.contains("already in progress") => Ok(()),
+            Expect::Rewrite | Expect::Save if err.contains("already in progress") => Ok(()),
             // Scripts report the error of the command that failed, prefixed or not.
             _ if err.starts_with("WRONGTYPE") || err.contains("WRONGTYPE Operation") => {
                 out.wrongtype = true;
@@ -387,7 +426,29 @@ fn check(v: &Value, e: &Expect, out: &mut Outcome) -> Result<(), String> {
         (Expect::Rewrite, Value::SimpleString(s)) if s.starts_with("Background append only") => {
             Ok(())
         }
+        (Expect::Save, Value::SimpleString(s)) if s.starts_with("Background saving") => Ok(()),
         (Expect::Inspect, _) => check_inspect(v, out),
+        (Expect::Strings, Value::Array(items))
+            if items.iter().all(|i| matches!(i, Value::BulkString(_))) =>
+        {
+            Ok(())
+        }
+        (Expect::Scan, Value::Array(parts)) => match &parts[..] {
+            [Value::BulkString(cursor), Value::Array(keys)]
+                if std::str::from_utf8(cursor).is_ok_and(|c| c.parse::<u64>().is_ok())
+                    && keys.iter().all(|k| matches!(k, Value::BulkString(_))) =>
+            {
+                Ok(())
+            }
+            _ => Err("not [cursor, [key ...]]".into()),
+        },
+        (Expect::WbEvent, Value::Array(parts)) => match &parts[..] {
+            [Value::Int(version), Value::BulkString(id)] if *version > 0 && !id.is_empty() => {
+                out.issued.push(*version as u64);
+                Ok(())
+            }
+            _ => Err("not [version, stream id]".into()),
+        },
         (Expect::ScriptFill, Value::Array(items)) if items.len() == 2 => {
             let token = check_triple(&items[0], false, false, out)?;
             match (token, &items[1]) {
@@ -586,7 +647,42 @@ struct Shared {
     /// Clients hold it (shared) for each operation; a checkpoint takes it exclusively, so that
     /// it compares the servers while no client has a command in flight.
     gate: RwLock<()>,
+    /// Where the primary and the replica are; the admin changes it (gate held) on a restart
+    /// or a failover, and the clients reconnect when its generation moves.
+    topology: Mutex<Topology>,
+    /// Acknowledged writes to keys only one client writes.
+    ledger: Mutex<Ledger>,
 }
+
+#[derive(Clone, Copy, Debug)]
+struct Topology {
+    primary: u16,
+    replica: u16,
+    generation: u64,
+}
+
+/// What must survive everything: the last write of each ledger key that the primary
+/// acknowledged and `WAIT 1` confirmed reached the replica, and the write-behind events
+/// acknowledged so.
+#[derive(Default)]
+struct Ledger {
+    /// Key -> its last confirmed value, or None when its last write was not confirmed (the
+    /// server may hold that write or the one before: not checked until the next confirmed).
+    values: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Confirmed `CACHE.WBQUEUE`s not yet found in the queue: (stream id, key, version).
+    events: Vec<QueuedEvent>,
+    confirmed: u64,
+    unconfirmed: u64,
+    /// Checks of a ledger value that found it (summed over the verifications).
+    values_verified: u64,
+    /// Confirmed events found delivered to the consumer group with their key and version.
+    events_verified: u64,
+}
+
+/// Ledger keys per client: each is rewritten over the run (the data set stays the same size).
+const LEDGER_KEYS: u64 = 24;
+/// A day: ledger keys never expire during a run.
+const LEDGER_TTL_MS: &str = "86400000";
 
 impl Shared {
     fn fail(&self, msg: String) {
@@ -629,6 +725,8 @@ enum Op {
     Multi(Vec<Req>),
     /// A read on the replica.
     Replica(Req),
+    /// A write to one of this client's ledger keys, then `WAIT 1`.
+    Ledger(Req),
     /// A caller that sends LOCKGET ... WAIT on a connection of its own and hangs up after
     /// `ms` without reading the reply (it may be parked, or handed a lease, when it goes).
     HangUp {
@@ -644,6 +742,10 @@ struct Client {
     primary: Connection,
     primary_port: u16,
     replica: Connection,
+    /// The topology generation the connections were opened for.
+    generation: u64,
+    /// Writes to the ledger so far (their values are unique).
+    ledger_seq: u64,
     shared: Arc<Shared>,
     /// The last id this connection was issued.
     last_id: u64,
@@ -789,10 +891,70 @@ impl Client {
         }
     }
 
+    /// One to three tags of a small pool (a binary one included).
+    fn tags(&mut self) -> Vec<Vec<u8>> {
+        (0..self.rng.range(1, 3))
+            .map(|_| self.rng.pick(TAG_POOL).to_vec())
+            .collect()
+    }
+
+    /// The tag and write-behind commands.
+    fn tag_or_wb_req(&mut self, ki: usize, key: Vec<u8>) -> Req {
+        let req = |args: Vec<Vec<u8>>, expect: Expect| Req {
+            args,
+            expect,
+            key: ki,
+        };
+        let many = Expect::Count(1_000_000);
+        match self.rng.below(12) {
+            0..=2 => {
+                let token = match self.rng.below(10) {
+                    0..=2 => self.known_token(ki).map(|t| (t, Fill::Known)),
+                    _ => None,
+                };
+                let mut r = self.set_req(ki, key, token);
+                r.args[0] = a("CACHE.TAGSET");
+                r.args.push(a("TAGS"));
+                r.args.extend(self.tags());
+                r
+            }
+            3 => req(vec![a("CACHE.TAGS"), key], Expect::Strings),
+            4 => req(vec![a("CACHE.TAGCOUNT"), self.tags().remove(0)], many),
+            5 => {
+                let mut args = vec![a("CACHE.TAGSCAN"), self.tags().remove(0), a("0")];
+                if self.rng.chance(50) {
+                    args.extend([a("COUNT"), n(self.rng.range(1, 50))]);
+                }
+                req(args, Expect::Scan)
+            }
+            6 => {
+                let mut args = vec![a("CACHE.TAGINVALIDATE")];
+                args.extend(self.tags());
+                req(args, many)
+            }
+            7..=9 => {
+                let mut args = vec![a("CACHE.WBQUEUE"), key, self.value()];
+                if self.rng.chance(70) {
+                    self.ttl(&mut args);
+                }
+                if self.rng.chance(30) {
+                    args.extend([a("GRACE"), n(self.rng.range(0, 1000))]);
+                }
+                if self.rng.chance(30) {
+                    args.push(a("TAGS"));
+                    args.extend(self.tags());
+                }
+                req(args, Expect::WbEvent)
+            }
+            10 => req(vec![a("CACHE.WBDEL"), key], Expect::WbEvent),
+            _ => req(vec![a("CACHE.WBQUEUES")], Expect::Strings),
+        }
+    }
+
     /// A valid request of any single-command kind.
     fn valid_req(&mut self, in_tx: bool) -> Req {
         let (ki, key) = self.key();
-        let pick = self.rng.below(100);
+        let pick = self.rng.below(112);
         let req = |args: Vec<Vec<u8>>, expect: Expect| Req {
             args,
             expect,
@@ -865,6 +1027,7 @@ impl Client {
                 req(args, Expect::Count(1))
             }
             83..=88 => req(vec![a("CACHE.INSPECT"), key], Expect::Inspect),
+            100..=111 => self.tag_or_wb_req(ki, key),
             // A plain string now and then (WRONGTYPE for the cache commands).
             89 if self.rng.chance(30) => {
                 let v = self.value();
@@ -887,7 +1050,7 @@ impl Client {
             args
         };
         let k = key.clone();
-        let args = match self.rng.below(34) {
+        let args = match self.rng.below(44) {
             0 => set(&[]),
             1 => set(&["EX", "0"]),
             2 => set(&["PX", "-5"]),
@@ -921,7 +1084,34 @@ impl Client {
             30 => vec![a("CACHE.RELEASE"), k, a("0")],
             31 => vec![a("CACHE.RELEASE"), k, a("x1")],
             32 => vec![a("CACHE.DEL")],
-            _ => vec![a("CACHE.INSPECT"), k, a("more")],
+            33 => vec![a("CACHE.INSPECT"), k, a("more")],
+            34 => vec![a("CACHE.TAGSET"), k, v, a("PX"), a("100"), a("TAGS")],
+            35 => vec![
+                a("CACHE.TAGSET"),
+                k,
+                v,
+                a("PX"),
+                a("100"),
+                a("NOTAGS"),
+                a("t"),
+            ],
+            36 => vec![a("CACHE.TAGSCAN"), a("t0"), a("abc")],
+            37 => vec![a("CACHE.TAGCOUNT")],
+            38 => vec![a("CACHE.TAGINVALIDATE")],
+            39 => vec![
+                a("CACHE.WBQUEUE"),
+                k,
+                v,
+                a("PX"),
+                a("100"),
+                a("TOKEN"),
+                a("5"),
+            ],
+            40 => vec![a("CACHE.WBQUEUE"), k, v, a("DELTA"), a("5")],
+            41 => vec![a("CACHE.WBDEL"), k, a("extra")],
+            // The internal records are refused from clients.
+            42 => vec![a("CACHE.APPLY"), k, a("x"), a("y")],
+            _ => vec![a("CACHE.TAGAPPLY"), a("1"), a("99999999999"), a("t0")],
         };
         Req {
             args,
@@ -1026,8 +1216,58 @@ impl Client {
                 })
             }
             15..=24 => Op::One(self.bad_req()),
+            25..=27 => Op::Ledger(self.ledger_req()),
             _ => Op::One(self.valid_req(false)),
         }
+    }
+
+    /// A long-lived write (CACHE.SET, TAGSET with a tag nothing invalidates, or WBQUEUE) of
+    /// a unique value to one of this client's ledger keys.
+    fn ledger_req(&mut self) -> Req {
+        self.ledger_seq += 1;
+        let key = format!("ledger:{}:{}", self.id, self.rng.below(LEDGER_KEYS)).into_bytes();
+        let mut value = format!("c{}#{}:", self.id, self.ledger_seq).into_bytes();
+        let extra = self.value();
+        value.extend(extra);
+        let ttl = [a("PX"), a(LEDGER_TTL_MS)];
+        let (args, expect) = match self.rng.below(3) {
+            0 => (
+                [vec![a("CACHE.SET"), key, value], ttl.to_vec()].concat(),
+                Expect::Version(Fill::No),
+            ),
+            1 => {
+                let tag = format!("ledger-tag:{}", self.id);
+                let tags = vec![a("TAGS"), a(&tag)];
+                let args = [vec![a("CACHE.TAGSET"), key, value], ttl.to_vec(), tags].concat();
+                (args, Expect::Version(Fill::No))
+            }
+            _ => (
+                [vec![a("CACHE.WBQUEUE"), key, value], ttl.to_vec()].concat(),
+                Expect::WbEvent,
+            ),
+        };
+        Req {
+            args,
+            expect,
+            key: usize::MAX,
+        }
+    }
+
+    /// Reconnects when the admin restarted the primary or failed over since the last step.
+    fn follow_topology(&mut self) -> Result<(), String> {
+        let t = *self.shared.topology.lock().unwrap();
+        if t.generation == self.generation {
+            return Ok(());
+        }
+        self.primary = try_connect(t.primary)?;
+        self.replica = try_connect(t.replica)?;
+        self.primary_port = t.primary;
+        self.generation = t.generation;
+        self.note(format!(
+            "(now primary :{}, replica :{})",
+            t.primary, t.replica
+        ));
+        Ok(())
     }
 
     fn note(&mut self, line: String) {
@@ -1106,6 +1346,7 @@ impl Client {
     }
 
     fn step(&mut self) -> Result<(), String> {
+        self.follow_topology()?;
         let op = self.next_op();
         self.tally.ops += 1;
         let floor = self.shared.max_id.load(Ordering::SeqCst);
@@ -1117,6 +1358,27 @@ impl Client {
             Op::Replica(req) => {
                 let v = call(&mut self.replica, &req.args)?;
                 self.judge(&req, &v, floor, true)
+            }
+            Op::Ledger(req) => {
+                let v = call(&mut self.primary, &req.args)?;
+                self.judge(&req, &v, floor, false)?;
+                let acked = call(&mut self.primary, &[a("WAIT"), a("1"), a("5000")])?;
+                self.note(format!("WAIT 1 5000 -> {}", show(&acked)));
+                let (key, value) = (req.args[1].clone(), req.args[2].clone());
+                let mut ledger = self.shared.ledger.lock().unwrap();
+                if acked == Value::Int(1) {
+                    ledger.confirmed += 1;
+                    ledger.values.insert(key.clone(), Some(value));
+                    if let Value::Array(parts) = &v {
+                        if let [Value::Int(version), Value::BulkString(id)] = &parts[..] {
+                            ledger.events.push((id.clone(), key, *version));
+                        }
+                    }
+                } else {
+                    ledger.unconfirmed += 1;
+                    ledger.values.insert(key, None);
+                }
+                Ok(())
             }
             Op::HangUp { args, ms } => {
                 self.note(format!("(hangs up after {ms} ms) {}", show_args(&args)));
@@ -1211,25 +1473,224 @@ impl Client {
 struct AdminTally {
     reloads: u64,
     rewrites: u64,
+    saves: u64,
     configs: u64,
     checkpoints: u64,
-    /// Time the clients spent paused by checkpoints.
-    checkpoint_ms: u128,
+    restarts: u64,
+    failovers: u64,
+    /// Time the clients spent paused by checkpoints, restarts and failovers.
+    paused_ms: u128,
+    /// The primary's VmRSS over the run: (ms since the start, kB).
+    rss: Vec<(u64, u64)>,
+    /// When restarts and failovers ended (ms since the start): a new primary process.
+    new_primary_ms: Vec<u64>,
+    /// INFO samples whose counters were checked against the previous one of the same process.
+    counter_samples: u64,
 }
 
-/// Runs DEBUG RELOAD, BGREWRITEAOF, CONFIG SET and checkpoints at random while the clients run.
-fn admin(shared: Arc<Shared>, mut checker: Checker, seed: u64) -> (AdminTally, Checker) {
-    let mut rng = Rng::new(seed);
-    let mut t = AdminTally::default();
-    let mut log: Vec<String> = Vec::new();
-    while shared.running() {
-        std::thread::sleep(Duration::from_millis(rng.range(150, 500) as u64));
-        if !shared.running() {
-            break;
+/// The primary and the replica; `p` is the index of the primary.
+struct Pair {
+    servers: Vec<Server>,
+    p: usize,
+}
+
+impl Pair {
+    fn primary(&self) -> &Server {
+        &self.servers[self.p]
+    }
+
+    fn replica(&self) -> &Server {
+        &self.servers[1 - self.p]
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Event {
+    Restart,
+    Failover,
+}
+
+/// Restarts and failovers spread evenly over the run, alternating (at least one of each):
+/// one restart per 150 s and one failover per 200 s of run.
+fn schedule(run_ms: u64) -> Vec<(u64, Event)> {
+    let restarts = (run_ms / 150_000).max(1);
+    let failovers = (run_ms / 200_000).max(1);
+    let total = restarts + failovers;
+    let (mut r, mut f) = (0, 0);
+    (0..total)
+        .map(|k| {
+            // Whichever kind is further behind its share goes next.
+            let event = if f * restarts < r * failovers || r == restarts {
+                f += 1;
+                Event::Failover
+            } else {
+                r += 1;
+                Event::Restart
+            };
+            (run_ms * (k + 1) / (total + 1), event)
+        })
+        .collect()
+}
+
+/// INFO fields of the cache section that are gauges; every other one is a counter, and
+/// `cache_last_id` only grows too.
+const GAUGES: &[&str] = &[
+    "cache_entries",
+    "cache_lockget_parked",
+    "cache_tags",
+    "cache_tagged_entries",
+    "cache_tag_index_bytes",
+    "cache_tag_invalidations_in_force",
+    "cache_tag_pending_removal",
+    "cache_tag_invalidations_unconfirmed",
+    "cache_wb_queue_length",
+    "cache_wb_oldest_event_age_ms",
+];
+
+/// The kB of VmRSS in /proc/<pid>/status.
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+struct Admin {
+    shared: Arc<Shared>,
+    checker: Checker,
+    pair: Pair,
+    rng: Rng,
+    t: AdminTally,
+    log: Vec<String>,
+    started: Instant,
+    /// The last counters seen of each server process (by run_id).
+    counters: HashMap<String, BTreeMap<String, i64>>,
+}
+
+impl Admin {
+    /// The primary's RSS, and its counters checked against its previous sample.
+    fn sample(&mut self) -> Result<(), String> {
+        if let Some(kb) = rss_kb(self.pair.primary().pid()) {
+            let ms = self.started.elapsed().as_millis() as u64;
+            self.t.rss.push((ms, kb));
         }
+        let pc = &mut self.checker.pc;
+        let run_id = info_section(pc, "server")
+            .remove("run_id")
+            .unwrap_or_default();
+        let now: BTreeMap<String, i64> = info_section(pc, "cache")
+            .into_iter()
+            .filter(|(k, _)| !GAUGES.contains(&k.as_str()))
+            .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
+            .collect();
+        if let Some(before) = self.counters.get(&run_id) {
+            for (k, v) in &now {
+                let b = before.get(k).copied().unwrap_or(0);
+                if *v < b {
+                    return Err(format!("INFO {k} went from {b} to {v} on the same process"));
+                }
+            }
+            self.t.counter_samples += 1;
+        }
+        self.counters.insert(run_id, now);
+        Ok(())
+    }
+
+    /// Settings the run gives every primary (a restarted server starts with the defaults).
+    fn configure_primary(&mut self) {
+        must(
+            &mut self.checker.pc,
+            &[b"CONFIG", b"SET", b"cache.lease-ms", b"300"],
+        );
+    }
+
+    /// Tells the clients to reconnect (the gate is held).
+    fn moved(&mut self) {
+        let mut t = self.shared.topology.lock().unwrap();
+        t.primary = self.pair.primary().port;
+        t.replica = self.pair.replica().port;
+        t.generation += 1;
+    }
+
+    /// With the clients paused: the primary shut down (its AOF flushed) and started again
+    /// from its AOF; the replica syncs with it again; the ledger holds.
+    fn restart(&mut self) -> Result<(), String> {
+        wait_replica(&mut self.checker.pc)?;
+        let p = self.pair.p;
+        if !self.pair.servers[p].shutdown(false) {
+            return Err(format!(
+                "the primary did not shut down:\n{}",
+                self.pair.servers[p].log()
+            ));
+        }
+        self.pair.servers[p].spawn();
+        wait_link_up(self.pair.replica());
+        wait_online(self.pair.primary());
+        self.checker.pc = conn(self.pair.primary());
+        self.checker.dropped += info_int(
+            &mut self.checker.pc,
+            "persistence",
+            "rdb_last_load_keys_expired",
+        );
+        self.configure_primary();
+        self.moved();
+        self.t.restarts += 1;
+        Ok(())
+    }
+
+    /// With the clients paused, after WAIT: the replica promoted (REPLICAOF NO ONE), the old
+    /// primary made its replica; the clients follow the new primary.
+    fn failover(&mut self) -> Result<(), String> {
+        wait_replica(&mut self.checker.pc)?;
+        must(&mut self.checker.rc, &[b"REPLICAOF", b"NO", b"ONE"]);
+        let port = self.pair.replica().port.to_string();
+        must(
+            &mut self.checker.pc,
+            &[b"REPLICAOF", b"127.0.0.1", port.as_bytes()],
+        );
+        self.pair.p = 1 - self.pair.p;
+        std::mem::swap(&mut self.checker.pc, &mut self.checker.rc);
+        wait_link_up(self.pair.replica());
+        wait_online(self.pair.primary());
+        self.configure_primary();
+        self.moved();
+        self.t.failovers += 1;
+        Ok(())
+    }
+
+    /// A restart or a failover, the clients paused; then a checkpoint.
+    fn event(&mut self, event: Event) -> Result<(), String> {
+        let shared = self.shared.clone();
+        let paused = Instant::now();
+        {
+            let _gate = shared.gate.write().unwrap_or_else(|e| e.into_inner());
+            match event {
+                Event::Restart => self.restart()?,
+                Event::Failover => self.failover()?,
+            }
+            self.checker.verify_ledger(&shared)?;
+        }
+        self.t.paused_ms += paused.elapsed().as_millis();
+        (self.t.new_primary_ms).push(self.started.elapsed().as_millis() as u64);
+        self.checkpoint()
+    }
+
+    fn checkpoint(&mut self) -> Result<(), String> {
+        let paused = Instant::now();
+        let result = self.checker.checkpoint(&self.shared);
+        self.t.paused_ms += paused.elapsed().as_millis();
+        self.log.push(format!("checkpoint: {result:?}"));
+        result?;
+        self.t.checkpoints += 1;
+        Ok(())
+    }
+
+    /// DEBUG RELOAD, BGREWRITEAOF, BGSAVE, CONFIG SET or a checkpoint, at random.
+    fn random_step(&mut self) -> Result<(), String> {
+        let rng = &mut self.rng;
         let (args, expect) = match rng.below(10) {
-            0..=2 => (vec![a("DEBUG"), a("RELOAD")], Expect::Okay),
-            3..=4 => (vec![a("BGREWRITEAOF")], Expect::Rewrite),
+            0..=1 => (vec![a("DEBUG"), a("RELOAD")], Expect::Okay),
+            2..=3 => (vec![a("BGREWRITEAOF")], Expect::Rewrite),
+            4 => (vec![a("BGSAVE"), a("SCHEDULE")], Expect::Save),
             5..=6 => {
                 let (name, value) = match rng.below(3) {
                     0 => ("cache.lease-ms", rng.range(50, 500).to_string()),
@@ -1241,38 +1702,169 @@ fn admin(shared: Arc<Shared>, mut checker: Checker, seed: u64) -> (AdminTally, C
                     Expect::Okay,
                 )
             }
-            _ => {
-                let paused = Instant::now();
-                let result = checker.checkpoint(&shared);
-                t.checkpoint_ms += paused.elapsed().as_millis();
-                log.push(format!("checkpoint: {result:?}"));
-                if let Err(e) = result {
-                    shared.fail(format!("checkpoint {}: {e}", t.checkpoints + 1));
-                    break;
-                }
-                t.checkpoints += 1;
-                continue;
-            }
+            _ => return self.checkpoint(),
         };
-        let result = call(&mut checker.pc, &args).and_then(|v| {
-            log.push(format!("{} -> {}", show_args(&args), show(&v)));
-            check(&v, &expect, &mut Outcome::default())
-        });
-        if let Err(e) = result {
-            shared.fail(format!("admin: {e}\n  {}", log.join("\n  ")));
-            break;
-        }
+        let v = call(&mut self.checker.pc, &args)?;
+        self.log
+            .push(format!("{} -> {}", show_args(&args), show(&v)));
+        check(&v, &expect, &mut Outcome::default())?;
         match &args[0][..] {
             b"DEBUG" => {
-                t.reloads += 1;
-                checker.dropped +=
-                    info_int(&mut checker.pc, "persistence", "rdb_last_load_keys_expired");
+                self.t.reloads += 1;
+                self.checker.dropped += info_int(
+                    &mut self.checker.pc,
+                    "persistence",
+                    "rdb_last_load_keys_expired",
+                );
             }
-            b"BGREWRITEAOF" => t.rewrites += 1,
-            _ => t.configs += 1,
+            b"BGREWRITEAOF" => self.t.rewrites += 1,
+            b"BGSAVE" => self.t.saves += 1,
+            _ => self.t.configs += 1,
         }
+        Ok(())
     }
-    (t, checker)
+
+    /// Runs an admin step; a panic in it (a `must` that failed, a harness wait that timed out)
+    /// becomes its error, so that `fail` can still show the servers' logs.
+    fn guarded(
+        &mut self,
+        step: impl FnOnce(&mut Admin) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(self)));
+        caught.unwrap_or_else(|panic| {
+            let text = (panic.downcast_ref::<String>().cloned())
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            Err(format!("panicked: {}", text.unwrap_or_default()))
+        })
+    }
+
+    /// Records the failure with the admin's last steps and the end of both servers' logs.
+    fn fail(&self, e: String) {
+        let tail = |s: &Server| {
+            let log = s.log();
+            let lines: Vec<&str> = log.lines().collect();
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        };
+        self.shared.fail(format!(
+            "admin: {e}\n  {}\n--- primary :{} (last lines)\n{}\n--- replica :{} (last lines)\n{}",
+            self.log.join("\n  "),
+            self.pair.primary().port,
+            tail(self.pair.primary()),
+            self.pair.replica().port,
+            tail(self.pair.replica())
+        ));
+    }
+
+    /// Until the run ends: the scheduled restarts and failovers when their time comes, and
+    /// random admin steps between them, sampling the primary's RSS and counters each time.
+    fn run(mut self, run_ms: u64) -> (AdminTally, Checker, Pair) {
+        let mut events: VecDeque<(u64, Event)> = schedule(run_ms).into();
+        while self.shared.running() {
+            std::thread::sleep(Duration::from_millis(self.rng.range(150, 500) as u64));
+            if !self.shared.running() {
+                break;
+            }
+            let elapsed = self.started.elapsed().as_millis() as u64;
+            let result = self.guarded(|me| {
+                me.sample().and_then(|_| match events.front() {
+                    Some(&(at, event)) if elapsed >= at => {
+                        events.pop_front();
+                        me.log.push(format!("{event:?} at {elapsed} ms"));
+                        me.event(event)
+                            .map_err(|e| format!("{event:?} at {elapsed} ms: {e}"))
+                    }
+                    _ => me.random_step(),
+                })
+            });
+            if let Err(e) = result {
+                self.fail(e);
+                break;
+            }
+            if self.log.len() > 60 {
+                self.log.drain(..20);
+            }
+        }
+        // Events the run ended before (a slow restart pushes the next ones late) still run.
+        while let Some((_, event)) = events.pop_front() {
+            if !self.shared.failures.lock().unwrap().is_empty() {
+                break;
+            }
+            if let Err(e) = self.guarded(|me| me.event(event)) {
+                self.fail(format!("{event:?} after the run: {e}"));
+            }
+        }
+        (self.t, self.checker, self.pair)
+    }
+}
+
+struct RssReport {
+    text: String,
+    failure: Option<String>,
+}
+
+/// How long after a restart or a failover the new primary's RSS is left out of the check (a
+/// fresh process, or a replica until now, warming up).
+const REWARM_MS: u64 = 10_000;
+
+/// RSS over the run: the warm-up level (the median of the samples taken between 10% and 20% of
+/// the run), then the min, max and last of the samples after 20% (but those of the
+/// `REWARM_MS` after each restart and failover); on runs of 2 minutes or more, every one of
+/// those must be within 10% of the warm-up level. The text has the range of each tenth of the
+/// run too (all samples).
+fn rss_report(samples: &[(u64, u64)], new_primary_ms: &[u64], run_ms: u64) -> RssReport {
+    let mut warm: Vec<u64> = (samples.iter())
+        .filter(|(t, _)| (run_ms / 10..run_ms / 5).contains(t))
+        .map(|(_, kb)| *kb)
+        .collect();
+    warm.sort();
+    let rewarming = |t: u64| {
+        new_primary_ms
+            .iter()
+            .any(|e| (*e..e + REWARM_MS).contains(&t))
+    };
+    let after: Vec<u64> = (samples.iter())
+        .filter(|(t, _)| *t >= run_ms / 5 && !rewarming(*t))
+        .map(|(_, kb)| *kb)
+        .collect();
+    let (Some(&level), Some(&last)) = (warm.get(warm.len() / 2), after.last()) else {
+        return RssReport {
+            text: format!("{} samples, too few to judge", samples.len()),
+            failure: None,
+        };
+    };
+    let (min, max) = (*after.iter().min().unwrap(), *after.iter().max().unwrap());
+    let pct = |kb: u64| (kb as f64 / level as f64 - 1.0) * 100.0;
+    let checked = run_ms >= 120_000;
+    let tenths: Vec<String> = (0..10)
+        .filter_map(|d| {
+            let span = run_ms * d / 10..run_ms * (d + 1) / 10;
+            let kbs = samples
+                .iter()
+                .filter(|(t, _)| span.contains(t))
+                .map(|(_, kb)| *kb);
+            let (lo, hi) = (kbs.clone().min()?, kbs.max()?);
+            Some(format!("{}-{}", lo / 1024, hi / 1024))
+        })
+        .collect();
+    let text = format!(
+        "{} samples; warm-up {level} kB, then min {min} kB ({:+.1}%), max {max} kB ({:+.1}%), \
+         last {last} kB ({:+.1}%){}; MB per tenth of the run [{}]",
+        samples.len(),
+        pct(min),
+        pct(max),
+        pct(last),
+        if checked {
+            ", bound ±10%"
+        } else {
+            " (not checked: run under 2 min)"
+        },
+        tenths.join(" ")
+    );
+    let out = pct(min) < -10.0 || pct(max) > 10.0;
+    RssReport {
+        failure: (checked && out).then(|| format!("RSS not within 10% of warm-up: {text}")),
+        text,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1305,6 +1897,8 @@ struct Checker {
     dropped: i64,
     /// Of those, the ones deleted from the replica by `reconcile`.
     reconciled: i64,
+    /// Write-behind events the consumer read from the queue: stream id -> (key, version).
+    delivered: HashMap<Vec<u8>, (Vec<u8>, i64)>,
 }
 
 impl Checker {
@@ -1352,16 +1946,22 @@ impl Checker {
     /// No caller parked; the replica's digest equal to the primary's; `cache_entries` equal
     /// to the number of cache-ent keys, on both. Returns (digest, entries, keys).
     fn compare(&mut self) -> Result<(String, i64, usize), String> {
-        let mut parked = -1;
-        let none_parked = wait_until(Duration::from_secs(2), || {
-            parked = info_int(&mut self.pc, "cache", "cache_lockget_parked");
-            parked == 0
-        });
-        if !none_parked {
-            return Err(format!(
-                "cache_lockget_parked is {parked} with no client waiting"
-            ));
-        }
+        wait_zero(
+            &mut self.pc,
+            "cache_lockget_parked",
+            2,
+            "with no client waiting",
+        )?;
+        // The module removes invalidated entries itself, from a timer, a slice at a time: a
+        // removal between counting the keys and reading INFO would look like a miscount, one
+        // between reading the two digests like a difference. Nothing is invalidated while the
+        // clients are paused; the removal must finish.
+        wait_zero(
+            &mut self.pc,
+            "cache_tag_pending_removal",
+            10,
+            "with nothing invalidated",
+        )?;
         wait_replica(&mut self.pc)?;
         self.reconcile()?;
         wait_replica(&mut self.pc)?;
@@ -1401,20 +2001,173 @@ impl Checker {
     }
 
     /// `compare` with the clients paused and the primary's active expiry off (so that nothing
-    /// changes between reading one server and the other).
+    /// changes between reading one server and the other), after the consumer drained the
+    /// write-behind queue; then the ledger verified.
     fn checkpoint(&mut self, shared: &Shared) -> Result<(String, i64, usize), String> {
         let _gate = shared.gate.write().unwrap_or_else(|e| e.into_inner());
         must(&mut self.pc, &[b"DEBUG", b"SET-ACTIVE-EXPIRE", b"0"]);
-        let result = self.compare();
+        let result = self.consume().and_then(|_| self.compare());
         must(&mut self.pc, &[b"DEBUG", b"SET-ACTIVE-EXPIRE", b"1"]);
-        result
+        let result = result?;
+        self.verify_ledger(shared)?;
+        Ok(result)
+    }
+
+    /// A write-behind worker's loop, once: reads every new event of the queue with the
+    /// module's consumer group, acknowledges and deletes them (so the queue stays short), and
+    /// remembers what each carried. `cache_wb_queue_length` must then be the queue's length.
+    fn consume(&mut self) -> Result<(), String> {
+        let pc = &mut self.pc;
+        if int(&must(pc, &[b"EXISTS", WB_QUEUE])) == 1 {
+            for (id, key, version) in drain_queue(pc, WB_QUEUE)? {
+                self.delivered.insert(id, (key, version));
+            }
+        }
+        let len = int(&must(pc, &[b"XLEN", WB_QUEUE]));
+        let shown = info_int(pc, "cache", "cache_wb_queue_length");
+        if shown != len {
+            return Err(format!("cache_wb_queue_length {shown}, XLEN {len}"));
+        }
+        Ok(())
+    }
+
+    /// Every confirmed ledger value reads back on the primary and the replica; every confirmed
+    /// event was delivered to the consumer with its key and version.
+    fn verify_ledger(&mut self, shared: &Shared) -> Result<(), String> {
+        wait_replica(&mut self.pc)?;
+        let mut ledger = shared.ledger.lock().unwrap();
+        let mut verified = 0;
+        for (key, value) in &ledger.values {
+            let Some(value) = value else { continue };
+            for (name, c) in [("primary", &mut self.pc), ("replica", &mut self.rc)] {
+                let got = must(c, &[b"CACHE.GET", key]);
+                if got != Value::BulkString(value.clone()) {
+                    return Err(format!(
+                        "ledger: {name} has {} = {}, acknowledged (WAIT 1) {}",
+                        show_bytes(key),
+                        show(&got),
+                        show_bytes(value)
+                    ));
+                }
+            }
+            verified += 1;
+        }
+        ledger.values_verified += verified;
+        self.consume()?;
+        for (id, key, version) in std::mem::take(&mut ledger.events) {
+            match self.delivered.get(&id) {
+                Some((k, v)) if *k == key && *v == version => ledger.events_verified += 1,
+                other => {
+                    return Err(format!(
+                        "ledger: event {} ({} version {version}) acknowledged (WAIT 1), the \
+                         consumer read {other:?}",
+                        show_bytes(&id),
+                        show_bytes(&key)
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 }
 
+const WB_QUEUE: &[u8] = b"cache:wb";
+const WB_GROUP: &[u8] = b"cache-wb";
+
+/// A write-behind event: (stream id, key, version).
+type QueuedEvent = (Vec<u8>, Vec<u8>, i64);
+
+/// Reads every new event of `queue` with the module's consumer group, acknowledges and deletes
+/// them, as a write-behind worker does: their (id, key, version).
+fn drain_queue(c: &mut Connection, queue: &[u8]) -> Result<Vec<QueuedEvent>, String> {
+    let mut out = Vec::new();
+    loop {
+        let read: &[&[u8]] = &[
+            b"XREADGROUP",
+            b"GROUP",
+            WB_GROUP,
+            b"soak",
+            b"COUNT",
+            b"500",
+            b"STREAMS",
+            queue,
+            b">",
+        ];
+        let entries = stream_entries(&must(c, read))?;
+        if entries.is_empty() {
+            return Ok(out);
+        }
+        let ids: Vec<&[u8]> = entries.iter().map(|(id, _)| &id[..]).collect();
+        must(c, &[&[b"XACK", queue, WB_GROUP][..], &ids].concat());
+        must(c, &[&[b"XDEL", queue][..], &ids].concat());
+        for (id, fields) in entries {
+            let field = |name: &[u8]| {
+                let found = fields.iter().find(|(f, _)| f == name);
+                found
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| format!("event {} without {name:?}", show_bytes(&id)))
+            };
+            let key = field(b"key")?;
+            let version = String::from_utf8_lossy(&field(b"version")?).parse::<i64>();
+            let version = version.map_err(|e| format!("event version: {e}"))?;
+            out.push((id, key, version));
+        }
+    }
+}
+
+/// The entries of an XREADGROUP reply on one stream: (id, [(field, value)]).
+type StreamEntry = (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+
+fn stream_entries(v: &Value) -> Result<Vec<StreamEntry>, String> {
+    let bad = || format!("XREADGROUP reply {}", show(v));
+    let streams = match v {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(streams) => streams,
+        _ => return Err(bad()),
+    };
+    let mut out = Vec::new();
+    for stream in streams {
+        let Value::Array(parts) = stream else {
+            return Err(bad());
+        };
+        let [_, Value::Array(entries)] = &parts[..] else {
+            return Err(bad());
+        };
+        for e in entries {
+            let Value::Array(e) = e else {
+                return Err(bad());
+            };
+            let [Value::BulkString(id), Value::Array(fields)] = &e[..] else {
+                return Err(bad());
+            };
+            let mut pairs = Vec::new();
+            for kv in fields.chunks(2) {
+                if let [Value::BulkString(k), Value::BulkString(v)] = kv {
+                    pairs.push((k.clone(), v.clone()));
+                }
+            }
+            out.push((id.clone(), pairs));
+        }
+    }
+    Ok(out)
+}
+
+/// Waits (at most `secs`) until the INFO cache field is 0; `why` says why it should be.
+fn wait_zero(c: &mut Connection, field: &str, secs: u64, why: &str) -> Result<(), String> {
+    let mut n = -1;
+    if wait_until(Duration::from_secs(secs), || {
+        n = info_int(c, "cache", field);
+        n == 0
+    }) {
+        return Ok(());
+    }
+    Err(format!("{field} still {n} after {secs} s {why}"))
+}
+
 fn wait_replica(pc: &mut Connection) -> Result<(), String> {
-    match int(&must(pc, &[b"WAIT", b"1", b"10000"])) {
+    match int(&must(pc, &[b"WAIT", b"1", b"20000"])) {
         1 => Ok(()),
-        n => Err(format!("WAIT 1 10000: {n} replicas acknowledged")),
+        n => Err(format!("WAIT 1 20000: {n} replicas acknowledged")),
     }
 }
 
@@ -1464,10 +2217,7 @@ fn entries_and_count(c: &mut Connection) -> (i64, i64) {
 fn soak_primary_and_replica_under_random_load() {
     let started = Instant::now();
     let seed = seed();
-    let run_ms: u64 = std::env::var("SOAK_MS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_RUN_MS);
+    let run_ms = run_ms();
     let mut rng = Rng::new(seed);
     let preamble = if rng.chance(50) { "yes" } else { "no" };
     println!(
@@ -1475,7 +2225,9 @@ fn soak_primary_and_replica_under_random_load() {
          aof-use-rdb-preamble {preamble}"
     );
 
-    let mut primary = Server::start_with(&[
+    // Both with the same settings (AOF on), the replica made one with REPLICAOF: a failover
+    // swaps their roles, and either restarts as a primary from its AOF.
+    let args = [
         "--appendonly",
         "yes",
         "--aof-use-rdb-preamble",
@@ -1484,9 +2236,14 @@ fn soak_primary_and_replica_under_random_load() {
         "everysec",
         "--repl-diskless-sync-delay",
         "0",
-    ]);
+    ];
+    let primary = Server::start_with(&args);
+    let replica = Server::start_with(&args);
     let primary_port = primary.port.to_string();
-    let mut replica = Server::start_with(&["--replicaof", "127.0.0.1", &primary_port]);
+    must(
+        &mut conn(&replica),
+        &[b"REPLICAOF", b"127.0.0.1", primary_port.as_bytes()],
+    );
     wait_link_up(&replica);
     wait_online(&primary);
     let mut checker = Checker {
@@ -1495,12 +2252,18 @@ fn soak_primary_and_replica_under_random_load() {
         keys: key_set(),
         dropped: 0,
         reconciled: 0,
+        delivered: HashMap::new(),
     };
     // Short default leases, so that leases taken without LEASE/PX lapse during the run too.
     must(
         &mut checker.pc,
         &[b"CONFIG", b"SET", b"cache.lease-ms", b"300"],
     );
+    let topology = Topology {
+        primary: primary.port,
+        replica: replica.port,
+        generation: 0,
+    };
 
     let shared = Arc::new(Shared {
         max_id: AtomicU64::new(0),
@@ -1508,6 +2271,8 @@ fn soak_primary_and_replica_under_random_load() {
         failures: Mutex::new(Vec::new()),
         deadline: Instant::now() + Duration::from_millis(run_ms),
         gate: RwLock::new(()),
+        topology: Mutex::new(topology),
+        ledger: Mutex::new(Ledger::default()),
     });
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
@@ -1518,6 +2283,8 @@ fn soak_primary_and_replica_under_random_load() {
                 primary: conn(&primary),
                 primary_port: primary.port,
                 replica: conn(&replica),
+                generation: 0,
+                ledger_seq: 0,
                 shared: shared.clone(),
                 last_id: 0,
                 tokens: VecDeque::new(),
@@ -1529,15 +2296,29 @@ fn soak_primary_and_replica_under_random_load() {
         })
         .collect();
     let admin_thread = {
-        let shared = shared.clone();
-        std::thread::spawn(move || admin(shared, checker, seed ^ 0xad31))
+        let admin = Admin {
+            shared: shared.clone(),
+            checker,
+            pair: Pair {
+                servers: vec![primary, replica],
+                p: 0,
+            },
+            rng: Rng::new(seed ^ 0xad31),
+            t: AdminTally::default(),
+            log: Vec::new(),
+            started: Instant::now(),
+            counters: HashMap::new(),
+        };
+        std::thread::spawn(move || admin.run(run_ms))
     };
     let mut tally = Tally::default();
     for h in clients {
         tally.add(&h.join().expect("client thread panicked"));
     }
-    let (admin_tally, mut checker) = admin_thread.join().expect("admin thread panicked");
+    let (admin_tally, mut checker, mut pair) = admin_thread.join().expect("admin thread panicked");
     let run_time = started.elapsed();
+    let mut replica = pair.servers.remove(1 - pair.p);
+    let mut primary = pair.servers.remove(0);
 
     // The invariants checked on every reply and at the checkpoints.
     let failures = shared.failures.lock().unwrap().clone();
@@ -1565,10 +2346,24 @@ fn soak_primary_and_replica_under_random_load() {
     );
     println!("soak: statuses {:?}", tally.statuses);
     println!("soak: commands {:?}", tally.by_cmd);
+    let t = &admin_tally;
     println!(
-        "soak: admin {admin_tally:?}, DEBUG RELOAD dropped {} expired key(s)",
+        "soak: admin: {} checkpoints, {} DEBUG RELOAD, {} BGREWRITEAOF, {} BGSAVE, {} CONFIG \
+         SET, {} restarts from the AOF, {} failovers, clients paused {} ms; {} counter samples \
+         monotonic; DEBUG RELOAD dropped {} expired key(s)",
+        t.checkpoints,
+        t.reloads,
+        t.rewrites,
+        t.saves,
+        t.configs,
+        t.restarts,
+        t.failovers,
+        t.paused_ms,
+        t.counter_samples,
         checker.dropped
     );
+    let rss = rss_report(&t.rss, &t.new_primary_ms, run_ms);
+    println!("soak: RSS of the primary: {}", rss.text);
     let stats: Vec<String> = info_section(&mut checker.pc, "cache")
         .into_iter()
         .filter(|(_, v)| v != "0")
@@ -1576,6 +2371,9 @@ fn soak_primary_and_replica_under_random_load() {
         .collect();
     println!("soak: INFO cache {}", stats.join(" "));
     assert!(tally.ops > 1000, "only {} operations ran", tally.ops);
+    if let Some(e) = rss.failure {
+        panic!("soak seed {seed}: {e}");
+    }
 
     // Only long-lived keys left (nothing expires from here on); the replica equal to the
     // primary.
@@ -1656,6 +2454,25 @@ fn soak_primary_and_replica_under_random_load() {
     checker
         .compare()
         .unwrap_or_else(|e| panic!("soak seed {seed}, after the restart: {e}"));
+    checker
+        .verify_ledger(&shared)
+        .unwrap_or_else(|e| panic!("soak seed {seed}, after the restart: {e}"));
+    let ledger = shared.ledger.lock().unwrap();
+    println!(
+        "soak: ledger: {} writes confirmed by WAIT 1 ({} not), {} keys, {} value checks and {} \
+         write-behind events verified, {} events consumed",
+        ledger.confirmed,
+        ledger.unconfirmed,
+        ledger.values.len(),
+        ledger.values_verified,
+        ledger.events_verified,
+        checker.delivered.len()
+    );
+    assert!(
+        ledger.values_verified > 0 && ledger.events_verified > 0,
+        "the ledger was never verified"
+    );
+    drop(ledger);
     assert_alive("primary", &mut primary);
     assert_alive("replica", &mut replica);
     for (name, p) in [("primary", &primary), ("replica", &replica)] {
@@ -1667,4 +2484,601 @@ fn soak_primary_and_replica_under_random_load() {
         "soak: seed {seed} passed in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster part
+// ---------------------------------------------------------------------------------------------
+
+/// Keys of its own each cluster load thread writes (and so knows).
+const CLUSTER_KEYS: usize = 150;
+const CLUSTER_THREADS: usize = 3;
+
+/// What a cluster load thread knows of one of its keys.
+#[derive(Clone, Debug)]
+struct Known {
+    /// The value the last write left (None: deleted, or never written), when that write was
+    /// acknowledged; after a failed write, unknown until the next acknowledged one.
+    value: Option<Option<Vec<u8>>>,
+    /// Whether the entry carries the thread's tag; None when a failed write left it unsure.
+    tagged: Option<bool>,
+}
+
+#[derive(Default)]
+struct ClusterLoad {
+    keys: Vec<(Vec<u8>, Known)>,
+    /// Acknowledged write-behind events: (key, stream id, version).
+    events: Vec<(Vec<u8>, Vec<u8>, i64)>,
+    by_cmd: BTreeMap<String, u64>,
+    ops: u64,
+    /// Errors a reshard may cause (redirections, TRYAGAIN retried out, a moving slot).
+    transient: Vec<String>,
+    /// Keys read back while the load ran, after each reshard.
+    verified: u64,
+}
+
+/// A third of a thread's keys in a few crowded slots (hash tags of `groups`, in the slots the
+/// reshards move), so that every reshard moves slots with many keys and their queue; the
+/// others anywhere.
+fn cluster_key(thread: usize, j: usize, groups: &[String]) -> Vec<u8> {
+    match j % 3 {
+        0 => format!("{{{}}}:c{thread}:{j}", groups[j / 3 % groups.len()]),
+        _ => format!("c{thread}:{j}"),
+    }
+    .into_bytes()
+}
+
+/// Slots each reshard moves.
+const RESHARD_SLOTS: usize = 300;
+
+/// Errors a client of a cluster that moves slots may see, and retry later.
+fn transient(e: &str) -> bool {
+    [
+        "TRYAGAIN",
+        "MOVED",
+        "ASK",
+        "CLUSTERDOWN",
+        "connection",
+        "Connection",
+        "timed out",
+        "IO",
+    ]
+    .iter()
+    .any(|m| e.contains(m))
+}
+
+/// One cluster load thread: its own keys (SET / TAGSET / WBQUEUE / WBDEL / DEL / GET / GETX /
+/// INSPECT / TAGS on them, reads checked against the last acknowledged write), LOCKGET, fills
+/// and releases on scratch keys, TAGSET + TAGINVALIDATE (cluster-wide) of scratch tags,
+/// TAGCOUNT, TAGSCAN, WBQUEUES; after each reshard (`epoch` moves) it reads all its keys back.
+fn cluster_load(
+    mut cc: redis::cluster::ClusterConnection,
+    thread: usize,
+    groups: Vec<String>,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    epoch: Arc<AtomicU64>,
+) -> Result<ClusterLoad, String> {
+    let mut rng = Rng::new(seed);
+    let tag = format!("ctag:{thread}").into_bytes();
+    let mut out = ClusterLoad {
+        keys: (0..CLUSTER_KEYS)
+            .map(|j| {
+                let known = Known {
+                    value: Some(None),
+                    tagged: Some(false),
+                };
+                (cluster_key(thread, j, &groups), known)
+            })
+            .collect(),
+        ..ClusterLoad::default()
+    };
+    let mut seen_epoch = 0;
+    let mut seq = 0u64;
+    let hour = a("3600000");
+    while !stop.load(Ordering::SeqCst) {
+        // Paced (not a wait for anything): unpaced, the load starves the CLI on 2 cores.
+        std::thread::sleep(Duration::from_micros(700));
+        let e = epoch.load(Ordering::SeqCst);
+        if e != seen_epoch {
+            seen_epoch = e;
+            for j in 0..CLUSTER_KEYS {
+                check_known(&mut cc, &out.keys[j], "after a reshard", &mut out.transient)?;
+                out.verified += 1;
+            }
+        }
+        seq += 1;
+        out.ops += 1;
+        let j = rng.below(CLUSTER_KEYS as u64) as usize;
+        let key = out.keys[j].0.clone();
+        let value = format!("c{thread}#{seq}").into_bytes();
+        let scratch = format!("cscratch:{thread}:{}", rng.below(20)).into_bytes();
+        let junk = format!("cjunk:{}", rng.below(4)).into_bytes();
+        // (request, what an acknowledged reply does to the key's state).
+        enum Effect {
+            Write { tags: Option<bool> },
+            Delete,
+            Event,
+            DeleteEvent,
+            Read,
+            Lease,
+            None,
+        }
+        let (args, effect) = match rng.below(17) {
+            0..=2 => (
+                vec![a("CACHE.SET"), key, value, a("PX"), hour.clone()],
+                Effect::Write { tags: None },
+            ),
+            3 => (
+                vec![
+                    a("CACHE.TAGSET"),
+                    key,
+                    value,
+                    a("PX"),
+                    hour.clone(),
+                    a("TAGS"),
+                    tag.clone(),
+                ],
+                Effect::Write { tags: Some(true) },
+            ),
+            4..=5 => (
+                vec![a("CACHE.WBQUEUE"), key, value, a("PX"), hour.clone()],
+                Effect::Event,
+            ),
+            6 => (vec![a("CACHE.WBDEL"), key], Effect::DeleteEvent),
+            7 => (vec![a("CACHE.DEL"), key], Effect::Delete),
+            8..=9 => (vec![a("CACHE.GET"), key], Effect::Read),
+            10 => (vec![a("CACHE.GETX"), key], Effect::Read),
+            11 => (
+                vec![a("CACHE.LOCKGET"), scratch, a("PX"), a("200")],
+                Effect::Lease,
+            ),
+            12 => (
+                vec![
+                    a("CACHE.TAGSET"),
+                    scratch,
+                    value,
+                    a("PX"),
+                    a("60000"),
+                    a("TAGS"),
+                    junk,
+                ],
+                Effect::None,
+            ),
+            13 => (vec![a("CACHE.TAGINVALIDATE"), junk], Effect::None),
+            14 => (
+                {
+                    let cmd = if rng.chance(50) {
+                        "CACHE.INSPECT"
+                    } else {
+                        "CACHE.TAGS"
+                    };
+                    vec![a(cmd), key]
+                },
+                Effect::None,
+            ),
+            15 => (vec![a("CACHE.TAGCOUNT"), tag.clone()], Effect::None),
+            _ => match rng.below(2) {
+                0 => (vec![a("CACHE.WBQUEUES")], Effect::None),
+                _ => (
+                    vec![a("CACHE.TAGSCAN"), tag.clone(), a("0"), a("COUNT"), a("20")],
+                    Effect::None,
+                ),
+            },
+        };
+        let cmd = String::from_utf8_lossy(&args[0]).to_uppercase();
+        *out.by_cmd.entry(cmd).or_default() += 1;
+        let v = call(&mut cc, &args);
+        let err = match &v {
+            Err(e) => Some(e.clone()),
+            Ok(v) => error_of(v),
+        };
+        let known = &mut out.keys[j].1;
+        if let Some(e) = err {
+            if e.contains("internal error") || !transient(&e) {
+                return Err(format!("{}: {e}", show_args(&args)));
+            }
+            out.transient.push(format!("{}: {e}", show_args(&args)));
+            // The write may or may not have happened.
+            if !matches!(effect, Effect::Read | Effect::Lease | Effect::None) {
+                known.value = None;
+                known.tagged = None;
+            }
+            continue;
+        }
+        let v = v.unwrap();
+        let event = |v: &Value| match v {
+            Value::Array(p) => match &p[..] {
+                [Value::Int(version), Value::BulkString(id)] => Ok((id.clone(), *version)),
+                _ => Err(format!("{} -> {}", show_args(&args), show(v))),
+            },
+            _ => Err(format!("{} -> {}", show_args(&args), show(v))),
+        };
+        match effect {
+            Effect::Write { tags } => {
+                known.value = Some(Some(args[2].clone()));
+                if let Some(t) = tags {
+                    known.tagged = Some(t);
+                }
+            }
+            Effect::Delete => {
+                known.value = Some(None);
+                known.tagged = Some(false);
+            }
+            Effect::Event => {
+                known.value = Some(Some(args[2].clone()));
+                let (id, version) = event(&v)?;
+                out.events.push((args[1].clone(), id, version));
+            }
+            Effect::DeleteEvent => {
+                known.value = Some(None);
+                known.tagged = Some(false);
+                let (id, version) = event(&v)?;
+                out.events.push((args[1].clone(), id, version));
+            }
+            Effect::Read => {
+                let got = match &args[0][..] {
+                    b"CACHE.GETX" => match &v {
+                        Value::Array(t) if t.len() == 3 => t[0].clone(),
+                        _ => return Err(format!("{} -> {}", show_args(&args), show(&v))),
+                    },
+                    _ => v.clone(),
+                };
+                if let Some(want) = &known.value {
+                    let want = want.clone().map_or(Value::Nil, Value::BulkString);
+                    if got != want {
+                        return Err(format!(
+                            "{} -> {}, the last acknowledged write left {}",
+                            show_args(&args),
+                            show(&got),
+                            show(&want)
+                        ));
+                    }
+                }
+            }
+            Effect::Lease => {
+                // A granted lease on a scratch key: filled or released at once.
+                if let Value::Array(t) = &v {
+                    if let Some(Value::Int(token)) = t.get(2) {
+                        let follow = if rng.chance(70) {
+                            vec![
+                                a("CACHE.SET"),
+                                args[1].clone(),
+                                a("filled"),
+                                a("PX"),
+                                a("5000"),
+                                a("TOKEN"),
+                                n(*token),
+                            ]
+                        } else {
+                            vec![a("CACHE.RELEASE"), args[1].clone(), n(*token)]
+                        };
+                        let cmd = String::from_utf8_lossy(&follow[0]).to_uppercase();
+                        *out.by_cmd.entry(cmd).or_default() += 1;
+                        match call(&mut cc, &follow) {
+                            Ok(r) if error_of(&r).is_none() => {}
+                            Ok(r) => {
+                                out.transient
+                                    .push(format!("{}: {}", show_args(&follow), show(&r)))
+                            }
+                            Err(e) => out.transient.push(e),
+                        }
+                    }
+                }
+            }
+            Effect::None => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a key back through the cluster client: its value must be the last acknowledged one.
+fn check_known(
+    cc: &mut redis::cluster::ClusterConnection,
+    (key, known): &(Vec<u8>, Known),
+    when: &str,
+    transient_errors: &mut Vec<String>,
+) -> Result<(), String> {
+    let Some(want) = &known.value else {
+        return Ok(());
+    };
+    let got = match call(cc, &[a("CACHE.GET"), key.clone()]) {
+        Ok(v) => v,
+        Err(e) if transient(&e) => {
+            transient_errors.push(e);
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let want = want.clone().map_or(Value::Nil, Value::BulkString);
+    if got != want {
+        return Err(format!(
+            "{when}: CACHE.GET {} -> {}, acknowledged {}",
+            show_bytes(key),
+            show(&got),
+            show(&want)
+        ));
+    }
+    Ok(())
+}
+
+/// A write-behind worker's pass over every queue of every primary (not during a reshard): new
+/// events read with the module's group, acknowledged, deleted; each (key, id) must come once.
+fn drain_cluster_queues(
+    cluster: &support::cluster::Cluster,
+    delivered: &mut HashMap<(Vec<u8>, Vec<u8>), i64>,
+) -> Result<(), String> {
+    for p in cluster.primaries() {
+        let mut c = conn(p);
+        let Value::Array(queues) = must(&mut c, &[b"CACHE.WBQUEUES"]) else {
+            return Err("CACHE.WBQUEUES: not an array".into());
+        };
+        for q in queues {
+            let Value::BulkString(q) = q else { continue };
+            for (id, key, version) in drain_queue(&mut c, &q)? {
+                if delivered
+                    .insert((key.clone(), id.clone()), version)
+                    .is_some()
+                {
+                    return Err(format!(
+                        "event {} of {} delivered twice",
+                        show_bytes(&id),
+                        show_bytes(&key)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A real cluster (three primaries, a replica each) under the cluster load for `SOAK_MS`, with
+/// reshards of 300 slots (one per 4 minutes of run, at least one; from each primary to the next
+/// in turn) while it runs, and the queues drained by a worker's pass every few seconds between
+/// them. Checks: every read of a thread's key gives its last acknowledged write, also all of
+/// them after each reshard and at the end; each acknowledged write-behind event delivered
+/// exactly once with its version; per tag, TAGCOUNT summed over the primaries equals the keys
+/// CACHE.TAGS shows with it, and the model's count; per primary, cache_entries equals its
+/// cache-ent keys, and its replica's DEBUG DIGEST equals its own; no node mentions a panic.
+#[test]
+fn soak_cluster_reshard_under_load() {
+    let started = Instant::now();
+    let seed = seed();
+    let run_ms = run_ms();
+    let cluster = support::cluster::Cluster::start();
+    let reshards = (run_ms / 240_000).max(1);
+    // `--cluster reshard` moves the source's lowest slots: the first reshard moves the first
+    // primary's lowest 300 slots to the second, the next one the same slots (now the second's
+    // lowest) to the third, and so on around. The crowded slots are among them.
+    let map = cluster.slot_map();
+    let first = cluster.primaries()[0].port as i64;
+    let moving: std::collections::HashSet<i64> = (0..16384)
+        .filter(|&s| map[s as usize] == first)
+        .take(RESHARD_SLOTS)
+        .collect();
+    let mut any = conn(cluster.primaries()[0]);
+    let groups: Vec<String> = (0..)
+        .map(|g| format!("cg{g}"))
+        .filter(|g| moving.contains(&support::cluster::key_slot(&mut any, g)))
+        .take(5)
+        .collect();
+    let key_slots: Vec<i64> = (0..CLUSTER_THREADS)
+        .flat_map(|t| (0..CLUSTER_KEYS).map(move |j| (t, j)))
+        .map(|(t, j)| {
+            let key = String::from_utf8(cluster_key(t, j, &groups)).unwrap();
+            support::cluster::key_slot(&mut any, &key)
+        })
+        .collect();
+    let mut keys_moved = 0;
+    println!("soak cluster: seed {seed}, {CLUSTER_THREADS} clients for {run_ms} ms, {reshards} reshard(s)");
+    let stop = Arc::new(AtomicBool::new(false));
+    let epoch = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..CLUSTER_THREADS)
+        .map(|t| {
+            let (cc, stop, epoch) = (cluster.patient_client(), stop.clone(), epoch.clone());
+            let seed = seed ^ (0x7000 + t as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let groups = groups.clone();
+            std::thread::spawn(move || {
+                let result = cluster_load(cc, t, groups, seed, stop.clone(), epoch);
+                // One thread failing stops the run.
+                stop.store(true, Ordering::SeqCst);
+                result
+            })
+        })
+        .collect();
+    let load_started = Instant::now();
+    let mut delivered = HashMap::new();
+    let mut done = 0;
+    let mut reshard_time = Duration::ZERO;
+    let mut last_drain = Instant::now();
+    let mut failure = None;
+    while !stop.load(Ordering::SeqCst) && load_started.elapsed() < Duration::from_millis(run_ms) {
+        std::thread::sleep(Duration::from_millis(200));
+        let elapsed = load_started.elapsed().as_millis() as u64;
+        if done < reshards && elapsed >= run_ms * (done + 1) / (reshards + 1) {
+            keys_moved += reshard_next(&cluster, done, &key_slots, &mut reshard_time);
+            done += 1;
+            epoch.fetch_add(1, Ordering::SeqCst);
+        } else if last_drain.elapsed() > Duration::from_secs(3) {
+            if let Err(e) = drain_cluster_queues(&cluster, &mut delivered) {
+                failure = Some(e);
+                break;
+            }
+            last_drain = Instant::now();
+        }
+    }
+    // A short run may end before its reshard: it still runs, under the load.
+    while failure.is_none() && done < reshards && !stop.load(Ordering::SeqCst) {
+        keys_moved += reshard_next(&cluster, done, &key_slots, &mut reshard_time);
+        done += 1;
+        epoch.fetch_add(1, Ordering::SeqCst);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut loads = Vec::new();
+    let mut errors = Vec::new();
+    for t in threads {
+        match t.join().expect("cluster load thread panicked") {
+            Ok(l) => loads.push(l),
+            Err(e) => errors.push(e),
+        }
+    }
+    if let Some(e) = failure {
+        errors.push(e);
+    }
+    let logs = || {
+        (cluster.nodes.iter())
+            .map(|n| format!("--- :{}\n{}", n.port, n.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        errors.is_empty(),
+        "soak cluster seed {seed}: {}\n{}",
+        errors.join("\n"),
+        logs()
+    );
+    assert_eq!(done, reshards, "reshards run");
+
+    // The end: every key, every event, tag counts, entries, replicas.
+    let mut cc = cluster.patient_client();
+    let mut keys_verified = 0;
+    let mut end_errors = Vec::new();
+    for l in &loads {
+        for k in &l.keys {
+            check_known(&mut cc, k, "at the end", &mut end_errors)
+                .unwrap_or_else(|e| panic!("soak cluster seed {seed}: {e}"));
+            keys_verified += k.1.value.is_some() as u64;
+        }
+    }
+    assert!(
+        end_errors.is_empty(),
+        "at the end, with nothing moving: {end_errors:?}"
+    );
+    drain_cluster_queues(&cluster, &mut delivered)
+        .unwrap_or_else(|e| panic!("soak cluster seed {seed}: {e}"));
+    let mut events = 0;
+    for l in &loads {
+        for (key, id, version) in &l.events {
+            let got = delivered.get(&(key.clone(), id.clone()));
+            assert_eq!(
+                got,
+                Some(version),
+                "soak cluster seed {seed}: event {} of {} (version {version}) acknowledged",
+                show_bytes(id),
+                show_bytes(key)
+            );
+            events += 1;
+        }
+    }
+    let primaries = cluster.primaries();
+    for (t, l) in loads.iter().enumerate() {
+        let tag = format!("ctag:{t}");
+        let count: i64 = (primaries.iter())
+            .map(|p| int(&must(&mut conn(p), &[b"CACHE.TAGCOUNT", tag.as_bytes()])))
+            .sum();
+        let mut carrying = 0;
+        for (key, _) in &l.keys {
+            let Value::Array(tags) = must(&mut cc_conn(&cluster, key), &[b"CACHE.TAGS", key])
+            else {
+                panic!("CACHE.TAGS reply")
+            };
+            carrying += tags.contains(&Value::BulkString(tag.clone().into_bytes())) as i64;
+        }
+        assert_eq!(
+            count, carrying,
+            "TAGCOUNT {tag} over the primaries, and CACHE.TAGS"
+        );
+        if l.keys.iter().all(|(_, k)| k.tagged.is_some()) {
+            let model = l
+                .keys
+                .iter()
+                .filter(|(_, k)| k.tagged == Some(true))
+                .count() as i64;
+            assert_eq!(carrying, model, "entries acknowledged with {tag}");
+        }
+    }
+    for (i, p) in cluster.nodes.iter().enumerate().take(6) {
+        let mut pc = conn(p);
+        if info_section(&mut pc, "replication")
+            .get("role")
+            .map(String::as_str)
+            != Some("master")
+        {
+            continue;
+        }
+        // Scratch entries expire meanwhile: the counts and digests are compared until they
+        // agree, within a deadline.
+        let mut last = String::new();
+        let agreed = wait_until(Duration::from_secs(20), || {
+            let (entries, count) = entries_and_count(&mut pc);
+            let r = cluster.replica_of(i);
+            let mut rc = conn(&cluster.nodes[r]);
+            let _ = call(&mut pc, &[a("WAIT"), a("1"), a("5000")]);
+            let (pd, rd) = (digest(&mut pc), digest(&mut rc));
+            last = format!(
+                "cache_entries {entries}, cache-ent keys {count}, digest {pd} replica {rd}"
+            );
+            entries == count && pd == rd
+        });
+        assert!(agreed, "primary :{}: {last}", p.port);
+    }
+    for n in &cluster.nodes {
+        logs_clean(&format!("node :{}", n.port), n).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut by_cmd: BTreeMap<String, u64> = BTreeMap::new();
+    for l in &loads {
+        for (k, v) in &l.by_cmd {
+            *by_cmd.entry(k.clone()).or_default() += v;
+        }
+    }
+    let ops: u64 = loads.iter().map(|l| l.ops).sum();
+    let transient: Vec<&String> = loads.iter().flat_map(|l| &l.transient).collect();
+    let verified: u64 = loads.iter().map(|l| l.verified).sum();
+    println!("soak cluster: commands {by_cmd:?}");
+    println!(
+        "soak cluster: {ops} ops, {done} reshard(s) of {RESHARD_SLOTS} slots with {keys_moved} of \
+         the clients' keys in {:.1} s of CLI time, {verified} key reads after reshards, {keys_verified} keys and {events} \
+         write-behind events verified at the end ({} consumed), {} transient error(s) {:?}",
+        reshard_time.as_secs_f64(),
+        delivered.len(),
+        transient.len(),
+        transient.iter().take(3).collect::<Vec<_>>()
+    );
+    println!(
+        "soak cluster: seed {seed} passed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Reshard number `done` (from primary `done % 3` to the next), checked to have moved exactly
+/// `RESHARD_SLOTS` slots; how many of the clients' keys (their slots in `key_slots`) moved.
+fn reshard_next(
+    cluster: &support::cluster::Cluster,
+    done: u64,
+    key_slots: &[i64],
+    took: &mut Duration,
+) -> usize {
+    let before = cluster.slot_map();
+    let primaries = cluster.primaries();
+    let from = primaries[done as usize % primaries.len()];
+    let to = primaries[(done as usize + 1) % primaries.len()];
+    *took += cluster.reshard(from, to, RESHARD_SLOTS);
+    let after = cluster.slot_map();
+    let moved = (0..16384).filter(|&s| before[s] != after[s]).count();
+    assert_eq!(moved, RESHARD_SLOTS, "slots reshard {} moved", done + 1);
+    let keys = (key_slots.iter())
+        .filter(|&&s| before[s as usize] != after[s as usize])
+        .count();
+    // The crowded slots (a third of the keys) move every time.
+    assert!(
+        keys >= key_slots.len() / 3,
+        "reshard {} moved only {keys} of the clients' keys",
+        done + 1
+    );
+    keys
+}
+
+/// A direct connection to the primary that serves `key`.
+fn cc_conn(cluster: &support::cluster::Cluster, key: &[u8]) -> Connection {
+    conn(cluster.owner_of(std::str::from_utf8(key).unwrap()))
 }
