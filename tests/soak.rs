@@ -7,9 +7,13 @@
 //! that hang up while parked, random options in valid ranges and ~10% bad input, and writes to
 //! a ledger (below); meanwhile one admin thread runs DEBUG RELOAD, BGREWRITEAOF, BGSAVE, CONFIG
 //! SET of the module's configs, checkpoints, and on a schedule scaled to the run (one per 150 s
-//! and one per 200 s, at least one of each) restarts of the primary from its AOF and failovers
-//! (the replica promoted with REPLICAOF NO ONE, the old primary made its replica; the clients
-//! follow). It checks:
+//! and one per 200 s, at least one of each) restarts of the primary from its AOF and failovers;
+//! the clients follow. Of each kind, every other one (the first among them) runs with the
+//! clients sending commands throughout (a failover then is FAILOVER: writes paused until the
+//! replica caught up, then the roles swapped; commands in flight see their connection drop,
+//! READONLY, or UNBLOCKED for a parked LOCKGET, and wait for the new topology), the others
+//! with the clients paused (a failover then is REPLICAOF NO ONE on the replica, the old
+//! primary made its replica). It checks:
 //!
 //! - on every reply: never the module's caught-panic error; every error is WRONGTYPE (or an
 //!   expected one) for valid input, and bad input always gets an error; GETX/LOCKGET replies
@@ -652,6 +656,10 @@ struct Shared {
     topology: Mutex<Topology>,
     /// Acknowledged writes to keys only one client writes.
     ledger: Mutex<Ledger>,
+    /// Set while the admin restarts the primary or fails over with the clients running: a
+    /// client may then see its connection drop or the errors of a server changing role
+    /// (`transient_reply`), and waits for the new topology.
+    event_in_flight: AtomicBool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -703,10 +711,15 @@ struct Tally {
     wrongtype: u64,
     fills_stored: u64,
     fills_refused: u64,
+    /// Errors seen during restarts and failovers with the clients running, by kind.
+    transient: BTreeMap<String, u64>,
 }
 
 impl Tally {
     fn add(&mut self, other: &Tally) {
+        for (k, n) in &other.transient {
+            *self.transient.entry(k.clone()).or_default() += n;
+        }
         self.ops += other.ops;
         self.wrongtype += other.wrongtype;
         self.fills_stored += other.fills_stored;
@@ -755,6 +768,41 @@ struct Client {
     follow_up: VecDeque<Req>,
     log: VecDeque<String>,
     tally: Tally,
+    /// Since when this client has been riding out a restart or failover in flight.
+    trouble_since: Option<Instant>,
+}
+
+/// How an error of a client's step starts when it may come from a restart or a failover with
+/// the clients running: a connection that failed, or a `transient_reply`.
+const TRANSIENT: &str = "transient: ";
+
+/// The error a server changing role gives a command in flight, anywhere in a reply: READONLY
+/// (a write reaching a primary just made a replica, also inside EXEC and scripts), UNBLOCKED
+/// (a parked LOCKGET ... WAIT when its server became a replica), LOADING (a server still
+/// loading its data).
+fn transient_reply(v: &Value) -> Option<&'static str> {
+    match v {
+        Value::Array(items) => items.iter().find_map(transient_reply),
+        _ => {
+            let e = error_of(v)?;
+            ["READONLY", "UNBLOCKED", "LOADING"]
+                .into_iter()
+                .find(|k| e.contains(k))
+        }
+    }
+}
+
+/// `call`, with the errors a restart or failover in flight may cause marked `TRANSIENT`.
+fn call_marked(c: &mut Connection, args: &[Vec<u8>]) -> Result<Value, String> {
+    let v = call(c, args).map_err(|e| format!("{TRANSIENT}{e}"))?;
+    match transient_reply(&v) {
+        Some(kind) => Err(format!(
+            "{TRANSIENT}{kind}: {} -> {}",
+            show_args(args),
+            show(&v)
+        )),
+        None => Ok(v),
+    }
 }
 
 fn a(s: &str) -> Vec<u8> {
@@ -1259,8 +1307,9 @@ impl Client {
         if t.generation == self.generation {
             return Ok(());
         }
-        self.primary = try_connect(t.primary)?;
-        self.replica = try_connect(t.replica)?;
+        let marked = |e: String| format!("{TRANSIENT}{e}");
+        self.primary = try_connect(t.primary).map_err(marked)?;
+        self.replica = try_connect(t.replica).map_err(marked)?;
         self.primary_port = t.primary;
         self.generation = t.generation;
         self.note(format!(
@@ -1345,6 +1394,14 @@ impl Client {
         Ok(())
     }
 
+    /// A ledger write and the `WAIT 1` after it: their replies.
+    fn ledger_write(&mut self, req: &Req, floor: u64) -> Result<(Value, Value), String> {
+        let v = call_marked(&mut self.primary, &req.args)?;
+        self.judge(req, &v, floor, false)?;
+        let acked = call_marked(&mut self.primary, &[a("WAIT"), a("1"), a("5000")])?;
+        Ok((v, acked))
+    }
+
     fn step(&mut self) -> Result<(), String> {
         self.follow_topology()?;
         let op = self.next_op();
@@ -1352,19 +1409,27 @@ impl Client {
         let floor = self.shared.max_id.load(Ordering::SeqCst);
         match op {
             Op::One(req) => {
-                let v = call(&mut self.primary, &req.args)?;
+                let v = call_marked(&mut self.primary, &req.args)?;
                 self.judge(&req, &v, floor, false)
             }
             Op::Replica(req) => {
-                let v = call(&mut self.replica, &req.args)?;
+                let v = call_marked(&mut self.replica, &req.args)?;
                 self.judge(&req, &v, floor, true)
             }
             Op::Ledger(req) => {
-                let v = call(&mut self.primary, &req.args)?;
-                self.judge(&req, &v, floor, false)?;
-                let acked = call(&mut self.primary, &[a("WAIT"), a("1"), a("5000")])?;
-                self.note(format!("WAIT 1 5000 -> {}", show(&acked)));
                 let (key, value) = (req.args[1].clone(), req.args[2].clone());
+                let (v, acked) = match self.ledger_write(&req, floor) {
+                    Ok(replies) => replies,
+                    Err(e) => {
+                        // The write may or may not be on the servers (its connection may drop
+                        // before the reply, in a restart with the clients running).
+                        let mut ledger = self.shared.ledger.lock().unwrap();
+                        ledger.unconfirmed += 1;
+                        ledger.values.insert(key, None);
+                        return Err(e);
+                    }
+                };
+                self.note(format!("WAIT 1 5000 -> {}", show(&acked)));
                 let mut ledger = self.shared.ledger.lock().unwrap();
                 if acked == Value::Int(1) {
                     ledger.confirmed += 1;
@@ -1389,8 +1454,9 @@ impl Client {
                     resp.extend(b"\r\n");
                 }
                 let mut sock = TcpStream::connect(("127.0.0.1", self.primary_port))
-                    .map_err(|e| format!("connect: {e}"))?;
-                sock.write_all(&resp).map_err(|e| format!("write: {e}"))?;
+                    .map_err(|e| format!("{TRANSIENT}connect: {e}"))?;
+                sock.write_all(&resp)
+                    .map_err(|e| format!("{TRANSIENT}write: {e}"))?;
                 std::thread::sleep(Duration::from_millis(ms));
                 *self
                     .tally
@@ -1400,7 +1466,7 @@ impl Client {
                 Ok(())
             }
             Op::Multi(reqs) => {
-                let v = call(&mut self.primary, &[a("MULTI")])?;
+                let v = call_marked(&mut self.primary, &[a("MULTI")])?;
                 self.note("MULTI".into());
                 if v != Value::Okay {
                     return Err(format!("MULTI -> {}", show(&v)));
@@ -1409,7 +1475,7 @@ impl Client {
                 // and then EXEC discards the whole transaction.
                 let mut refused_at_queue = false;
                 for r in &reqs {
-                    let q = call(&mut self.primary, &r.args)?;
+                    let q = call_marked(&mut self.primary, &r.args)?;
                     if q != Value::SimpleString("QUEUED".into()) {
                         self.note(format!("  {} -> {}", show_args(&r.args), show(&q)));
                         let arity = error_of(&q)
@@ -1420,7 +1486,7 @@ impl Client {
                         refused_at_queue = true;
                     }
                 }
-                let v = call(&mut self.primary, &[a("EXEC")])?;
+                let v = call_marked(&mut self.primary, &[a("EXEC")])?;
                 if refused_at_queue {
                     self.note(format!("EXEC -> {}", show(&v)));
                     return match error_of(&v) {
@@ -1444,12 +1510,55 @@ impl Client {
         }
     }
 
+    /// Whether a restart or failover with the clients running is under way, or has moved the
+    /// servers since this client last connected.
+    fn in_event(&self) -> bool {
+        self.shared.event_in_flight.load(Ordering::SeqCst)
+            || self.shared.topology.lock().unwrap().generation != self.generation
+    }
+
+    /// After an error `in_event` explains: counts it, then waits for the admin to publish the
+    /// new topology (`step` reconnects). An error for longer than a minute is a failure.
+    fn ride_out(&mut self, e: String) -> Result<(), String> {
+        let kind = e[TRANSIENT.len()..]
+            .split(':')
+            .next()
+            .filter(|k| ["READONLY", "UNBLOCKED", "LOADING"].contains(k))
+            .unwrap_or("connection");
+        *self.tally.transient.entry(kind.to_string()).or_default() += 1;
+        self.note(format!("(rides out) {e}"));
+        let since = *self.trouble_since.get_or_insert_with(Instant::now);
+        while self.shared.running()
+            && self.shared.topology.lock().unwrap().generation == self.generation
+        {
+            if since.elapsed() > Duration::from_secs(60) {
+                return Err(format!("still failing after 60 s: {e}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if since.elapsed() > Duration::from_secs(60) {
+            return Err(format!("still failing after 60 s: {e}"));
+        }
+        // The new servers may need a moment before they take connections (a reconnect that
+        // failed is retried from here).
+        std::thread::sleep(Duration::from_millis(20));
+        Ok(())
+    }
+
     fn run(mut self) -> Tally {
         while self.shared.running() {
             let shared = self.shared.clone();
             let gate = shared.gate.read().unwrap_or_else(|e| e.into_inner());
             let result = self.step();
             drop(gate);
+            let result = match result {
+                Err(e) if e.starts_with(TRANSIENT) && self.in_event() => self.ride_out(e),
+                Ok(()) => {
+                    self.trouble_since = None;
+                    Ok(())
+                }
+                other => other,
+            };
             if let Err(e) = result {
                 let log: Vec<String> = self.log.iter().map(|l| format!("    {l}")).collect();
                 self.shared.fail(format!(
@@ -1478,6 +1587,8 @@ struct AdminTally {
     checkpoints: u64,
     restarts: u64,
     failovers: u64,
+    /// Restarts and failovers with the clients running.
+    in_flight: u64,
     /// Time the clients spent paused by checkpoints, restarts and failovers.
     paused_ms: u128,
     /// The primary's VmRSS over the run: (ms since the start, kB).
@@ -1504,14 +1615,34 @@ impl Pair {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Event {
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum EventKind {
+    /// The primary shut down (SHUTDOWN: its AOF flushed) and started again from its AOF.
     Restart,
+    /// With the clients paused: the replica promoted with REPLICAOF NO ONE, the old primary
+    /// made its replica. With the clients running: FAILOVER (the primary pauses writes, lets
+    /// the replica catch up, then swaps roles with it).
     Failover,
 }
 
+/// Whether the clients keep sending commands through an event.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Clients {
+    /// Paused (the gate held): nothing is in flight when the servers change.
+    Paused,
+    /// Running: commands in flight see connections drop, READONLY, UNBLOCKED.
+    Running,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Event {
+    kind: EventKind,
+    clients: Clients,
+}
+
 /// Restarts and failovers spread evenly over the run, alternating (at least one of each):
-/// one restart per 150 s and one failover per 200 s of run.
+/// one restart per 150 s and one failover per 200 s of run; of each kind the first, third...
+/// with the clients running, the others with the clients paused.
 fn schedule(run_ms: u64) -> Vec<(u64, Event)> {
     let restarts = (run_ms / 150_000).max(1);
     let failovers = (run_ms / 200_000).max(1);
@@ -1520,14 +1651,19 @@ fn schedule(run_ms: u64) -> Vec<(u64, Event)> {
     (0..total)
         .map(|k| {
             // Whichever kind is further behind its share goes next.
-            let event = if f * restarts < r * failovers || r == restarts {
+            let (kind, nth) = if f * restarts < r * failovers || r == restarts {
                 f += 1;
-                Event::Failover
+                (EventKind::Failover, f)
             } else {
                 r += 1;
-                Event::Restart
+                (EventKind::Restart, r)
             };
-            (run_ms * (k + 1) / (total + 1), event)
+            let clients = if nth % 2 == 1 {
+                Clients::Running
+            } else {
+                Clients::Paused
+            };
+            (run_ms * (k + 1) / (total + 1), Event { kind, clients })
         })
         .collect()
 }
@@ -1611,8 +1747,9 @@ impl Admin {
         t.generation += 1;
     }
 
-    /// With the clients paused: the primary shut down (its AOF flushed) and started again
-    /// from its AOF; the replica syncs with it again; the ledger holds.
+    /// The primary shut down (its AOF flushed) and started again from its AOF; the replica
+    /// syncs with it again; the ledger holds. With the clients running, their connections
+    /// drop meanwhile.
     fn restart(&mut self) -> Result<(), String> {
         wait_replica(&mut self.checker.pc)?;
         let p = self.pair.p;
@@ -1647,6 +1784,13 @@ impl Admin {
             &mut self.checker.pc,
             &[b"REPLICAOF", b"127.0.0.1", port.as_bytes()],
         );
+        self.roles_swapped();
+        Ok(())
+    }
+
+    /// After a failover: the pair and the admin's connections follow the swapped roles, the
+    /// new primary is configured and the clients told.
+    fn roles_swapped(&mut self) {
         self.pair.p = 1 - self.pair.p;
         std::mem::swap(&mut self.checker.pc, &mut self.checker.rc);
         wait_link_up(self.pair.replica());
@@ -1654,20 +1798,64 @@ impl Admin {
         self.configure_primary();
         self.moved();
         self.t.failovers += 1;
+    }
+
+    /// FAILOVER with the clients running: the primary pauses writes, waits for the replica
+    /// to catch up and hands it the role; commands in flight on the old primary get READONLY
+    /// or UNBLOCKED (a parked LOCKGET). The clients follow the new primary.
+    fn failover_in_flight(&mut self) -> Result<(), String> {
+        wait_replica(&mut self.checker.pc)?;
+        must(&mut self.checker.pc, &[b"FAILOVER", b"TIMEOUT", b"20000"]);
+        let (pc, rc) = (&mut self.checker.pc, &mut self.checker.rc);
+        let mut roles = (String::new(), String::new(), String::new());
+        let done = wait_until(Duration::from_secs(40), || {
+            let old = info_section(pc, "replication");
+            let new = info_section(rc, "replication");
+            let get = |m: &BTreeMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_default();
+            roles = (
+                get(&new, "role"),
+                get(&old, "role"),
+                get(&old, "master_failover_state"),
+            );
+            roles.0 == "master" && roles.1 == "slave" && roles.2 == "no-failover"
+        });
+        if !done {
+            return Err(format!(
+                "FAILOVER: after 40 s the replica is {}, the primary {} ({})",
+                roles.0, roles.1, roles.2
+            ));
+        }
+        self.roles_swapped();
         Ok(())
     }
 
-    /// A restart or a failover, the clients paused; then a checkpoint.
+    /// A restart or a failover, with the clients paused or running; then the ledger verified
+    /// (clients paused) and a checkpoint.
     fn event(&mut self, event: Event) -> Result<(), String> {
         let shared = self.shared.clone();
-        let paused = Instant::now();
-        {
-            let _gate = shared.gate.write().unwrap_or_else(|e| e.into_inner());
-            match event {
-                Event::Restart => self.restart()?,
-                Event::Failover => self.failover()?,
+        let mut paused = Instant::now();
+        match event.clients {
+            Clients::Paused => {
+                let _gate = shared.gate.write().unwrap_or_else(|e| e.into_inner());
+                match event.kind {
+                    EventKind::Restart => self.restart()?,
+                    EventKind::Failover => self.failover()?,
+                }
+                self.checker.verify_ledger(&shared)?;
             }
-            self.checker.verify_ledger(&shared)?;
+            Clients::Running => {
+                shared.event_in_flight.store(true, Ordering::SeqCst);
+                let result = match event.kind {
+                    EventKind::Restart => self.restart(),
+                    EventKind::Failover => self.failover_in_flight(),
+                };
+                shared.event_in_flight.store(false, Ordering::SeqCst);
+                result?;
+                self.t.in_flight += 1;
+                paused = Instant::now();
+                let _gate = shared.gate.write().unwrap_or_else(|e| e.into_inner());
+                self.checker.verify_ledger(&shared)?;
+            }
         }
         self.t.paused_ms += paused.elapsed().as_millis();
         (self.t.new_primary_ms).push(self.started.elapsed().as_millis() as u64);
@@ -2273,6 +2461,7 @@ fn soak_primary_and_replica_under_random_load() {
         gate: RwLock::new(()),
         topology: Mutex::new(topology),
         ledger: Mutex::new(Ledger::default()),
+        event_in_flight: AtomicBool::new(false),
     });
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
@@ -2291,6 +2480,7 @@ fn soak_primary_and_replica_under_random_load() {
                 follow_up: VecDeque::new(),
                 log: VecDeque::new(),
                 tally: Tally::default(),
+                trouble_since: None,
             };
             std::thread::spawn(move || client.run())
         })
@@ -2349,8 +2539,9 @@ fn soak_primary_and_replica_under_random_load() {
     let t = &admin_tally;
     println!(
         "soak: admin: {} checkpoints, {} DEBUG RELOAD, {} BGREWRITEAOF, {} BGSAVE, {} CONFIG \
-         SET, {} restarts from the AOF, {} failovers, clients paused {} ms; {} counter samples \
-         monotonic; DEBUG RELOAD dropped {} expired key(s)",
+         SET, {} restarts from the AOF, {} failovers ({} of those with the clients running: \
+         errors ridden out {:?}), clients paused {} ms; {} counter samples monotonic; DEBUG \
+         RELOAD dropped {} expired key(s)",
         t.checkpoints,
         t.reloads,
         t.rewrites,
@@ -2358,6 +2549,8 @@ fn soak_primary_and_replica_under_random_load() {
         t.configs,
         t.restarts,
         t.failovers,
+        t.in_flight,
+        tally.transient,
         t.paused_ms,
         t.counter_samples,
         checker.dropped
@@ -2833,9 +3026,10 @@ fn drain_cluster_queues(
 }
 
 /// A real cluster (three primaries, a replica each) under the cluster load for `SOAK_MS`, with
-/// reshards of 300 slots (one per 4 minutes of run, at least one; from each primary to the next
-/// in turn) while it runs, and the queues drained by a worker's pass every few seconds between
-/// them. Checks: every read of a thread's key gives its last acknowledged write, also all of
+/// reshards of 300 slots (one per 4 minutes of run, at least one; from the primary that holds
+/// them to the next one in turn) and manual failovers of the primary that holds them (one per
+/// 5 minutes, at least one: `CLUSTER FAILOVER` on its replica) while it runs, and the queues
+/// drained by a worker's pass every few seconds between them. Checks: every read of a thread's key gives its last acknowledged write, also all of
 /// them after each reshard and at the end; each acknowledged write-behind event delivered
 /// exactly once with its version; per tag, TAGCOUNT summed over the primaries equals the keys
 /// CACHE.TAGS shows with it, and the model's count; per primary, cache_entries equals its
@@ -2847,6 +3041,17 @@ fn soak_cluster_reshard_under_load() {
     let run_ms = run_ms();
     let cluster = support::cluster::Cluster::start();
     let reshards = (run_ms / 240_000).max(1);
+    let failovers = (run_ms / 300_000).max(1);
+    // Reshard k at (k + 1) / (reshards + 1) of the run, failover j at (j + 1/2) / (failovers + 1).
+    let mut events: Vec<(u64, ClusterEvent)> = (0..reshards)
+        .map(|k| (run_ms * (k + 1) / (reshards + 1), ClusterEvent::Reshard))
+        .chain((0..failovers).map(|j| {
+            let at = run_ms * (2 * j + 1) / (2 * (failovers + 1));
+            (at, ClusterEvent::Failover)
+        }))
+        .collect();
+    events.sort_by_key(|(at, _)| *at);
+    let mut events: VecDeque<(u64, ClusterEvent)> = events.into();
     // `--cluster reshard` moves the source's lowest slots: the first reshard moves the first
     // primary's lowest 300 slots to the second, the next one the same slots (now the second's
     // lowest) to the third, and so on around. The crowded slots are among them.
@@ -2869,8 +3074,11 @@ fn soak_cluster_reshard_under_load() {
             support::cluster::key_slot(&mut any, &key)
         })
         .collect();
-    let mut keys_moved = 0;
-    println!("soak cluster: seed {seed}, {CLUSTER_THREADS} clients for {run_ms} ms, {reshards} reshard(s)");
+    let first_moving = *moving.iter().min().unwrap();
+    println!(
+        "soak cluster: seed {seed}, {CLUSTER_THREADS} clients for {run_ms} ms, {reshards} \
+         reshard(s), {failovers} failover(s)"
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..CLUSTER_THREADS)
@@ -2888,16 +3096,16 @@ fn soak_cluster_reshard_under_load() {
         .collect();
     let load_started = Instant::now();
     let mut delivered = HashMap::new();
-    let mut done = 0;
-    let mut reshard_time = Duration::ZERO;
+    let mut ev = ClusterEvents::default();
     let mut last_drain = Instant::now();
     let mut failure = None;
     while !stop.load(Ordering::SeqCst) && load_started.elapsed() < Duration::from_millis(run_ms) {
         std::thread::sleep(Duration::from_millis(200));
         let elapsed = load_started.elapsed().as_millis() as u64;
-        if done < reshards && elapsed >= run_ms * (done + 1) / (reshards + 1) {
-            keys_moved += reshard_next(&cluster, done, &key_slots, &mut reshard_time);
-            done += 1;
+        if let Some(&(at, event)) = events.front().filter(|(at, _)| elapsed >= *at) {
+            events.pop_front();
+            println!("soak cluster: {event:?} at {at} ms");
+            ev.run(&cluster, event, first_moving, &key_slots);
             epoch.fetch_add(1, Ordering::SeqCst);
         } else if last_drain.elapsed() > Duration::from_secs(3) {
             if let Err(e) = drain_cluster_queues(&cluster, &mut delivered) {
@@ -2907,10 +3115,12 @@ fn soak_cluster_reshard_under_load() {
             last_drain = Instant::now();
         }
     }
-    // A short run may end before its reshard: it still runs, under the load.
-    while failure.is_none() && done < reshards && !stop.load(Ordering::SeqCst) {
-        keys_moved += reshard_next(&cluster, done, &key_slots, &mut reshard_time);
-        done += 1;
+    // A short run may end before its events: they still run, under the load.
+    while failure.is_none() && !stop.load(Ordering::SeqCst) {
+        let Some((_, event)) = events.pop_front() else {
+            break;
+        };
+        ev.run(&cluster, event, first_moving, &key_slots);
         epoch.fetch_add(1, Ordering::SeqCst);
     }
     stop.store(true, Ordering::SeqCst);
@@ -2937,7 +3147,8 @@ fn soak_cluster_reshard_under_load() {
         errors.join("\n"),
         logs()
     );
-    assert_eq!(done, reshards, "reshards run");
+    assert_eq!(ev.reshards, reshards, "reshards run");
+    assert_eq!(ev.failovers, failovers, "failovers run");
 
     // The end: every key, every event, tag counts, entries, replicas.
     let mut cc = cluster.patient_client();
@@ -3036,10 +3247,15 @@ fn soak_cluster_reshard_under_load() {
     let verified: u64 = loads.iter().map(|l| l.verified).sum();
     println!("soak cluster: commands {by_cmd:?}");
     println!(
-        "soak cluster: {ops} ops, {done} reshard(s) of {RESHARD_SLOTS} slots with {keys_moved} of \
-         the clients' keys in {:.1} s of CLI time, {verified} key reads after reshards, {keys_verified} keys and {events} \
+        "soak cluster: {ops} ops, {} reshard(s) of {RESHARD_SLOTS} slots with {} of the \
+         clients' keys in {:.1} s of CLI time, {} failover(s) in {:.1} s, \
+         {verified} key reads after reshards and failovers, {keys_verified} keys and {events} \
          write-behind events verified at the end ({} consumed), {} transient error(s) {:?}",
-        reshard_time.as_secs_f64(),
+        ev.reshards,
+        ev.keys_moved,
+        ev.reshard_time.as_secs_f64(),
+        ev.failovers,
+        ev.failover_time.as_secs_f64(),
         delivered.len(),
         transient.len(),
         transient.iter().take(3).collect::<Vec<_>>()
@@ -3050,19 +3266,62 @@ fn soak_cluster_reshard_under_load() {
     );
 }
 
-/// Reshard number `done` (from primary `done % 3` to the next), checked to have moved exactly
-/// `RESHARD_SLOTS` slots; how many of the clients' keys (their slots in `key_slots`) moved.
+#[derive(Clone, Copy, Debug)]
+enum ClusterEvent {
+    Reshard,
+    Failover,
+}
+
+/// The cluster events run so far.
+#[derive(Default)]
+struct ClusterEvents {
+    reshards: u64,
+    keys_moved: usize,
+    reshard_time: Duration,
+    failovers: u64,
+    failover_time: Duration,
+}
+
+impl ClusterEvents {
+    /// Runs `event` on the moving slots (`first` among them).
+    fn run(
+        &mut self,
+        cluster: &support::cluster::Cluster,
+        event: ClusterEvent,
+        first: i64,
+        key_slots: &[i64],
+    ) {
+        match event {
+            ClusterEvent::Reshard => {
+                let (took, keys) = reshard_next(cluster, self.reshards, first, key_slots);
+                self.reshard_time += took;
+                self.keys_moved += keys;
+                self.reshards += 1;
+            }
+            ClusterEvent::Failover => {
+                self.failover_time += failover_holder(cluster, first);
+                self.failovers += 1;
+            }
+        }
+    }
+}
+
+/// Reshard number `done + 1`: the moving slots (the lowest ones, `first` among them), from the
+/// primary that holds them to the next primary; checked to have moved exactly `RESHARD_SLOTS`
+/// slots. How long the CLI took, and how many of the clients' keys (their slots in
+/// `key_slots`) moved.
 fn reshard_next(
     cluster: &support::cluster::Cluster,
     done: u64,
+    first: i64,
     key_slots: &[i64],
-    took: &mut Duration,
-) -> usize {
+) -> (Duration, usize) {
     let before = cluster.slot_map();
     let primaries = cluster.primaries();
-    let from = primaries[done as usize % primaries.len()];
-    let to = primaries[(done as usize + 1) % primaries.len()];
-    *took += cluster.reshard(from, to, RESHARD_SLOTS);
+    let holder = cluster.owner_of_slot(first).port;
+    let at = (primaries.iter().position(|p| p.port == holder)).expect("the holder is a primary");
+    let (from, to) = (primaries[at], primaries[(at + 1) % primaries.len()]);
+    let took = cluster.reshard(from, to, RESHARD_SLOTS);
     let after = cluster.slot_map();
     let moved = (0..16384).filter(|&s| before[s] != after[s]).count();
     assert_eq!(moved, RESHARD_SLOTS, "slots reshard {} moved", done + 1);
@@ -3075,7 +3334,21 @@ fn reshard_next(
         "reshard {} moved only {keys} of the clients' keys",
         done + 1
     );
-    keys
+    (took, keys)
+}
+
+/// A manual failover of the primary that holds slot `first` (the moving slots, the crowded
+/// ones among them) under the load; how long it took.
+fn failover_holder(cluster: &support::cluster::Cluster, first: i64) -> Duration {
+    let holder = cluster.owner_of_slot(first).port;
+    let i = (cluster.nodes.iter().position(|n| n.port == holder)).unwrap();
+    let (new, took) = cluster.failover(i);
+    assert_eq!(
+        cluster.owner_of_slot(first).port,
+        cluster.nodes[new].port,
+        "slot {first} after the failover"
+    );
+    took
 }
 
 /// A direct connection to the primary that serves `key`.

@@ -1,7 +1,7 @@
 //! A real Redis Cluster for the tests: six server processes with the module (three primaries,
 //! a replica each) on loopback, joined with `redis-cli --cluster create`, all stopped when the
 //! `Cluster` is dropped (also when a test panics); resharding with `redis-cli --cluster
-//! reshard`, killing a node and waiting for its replica to take over.
+//! reshard`, killing a node and waiting for its replica to take over, a manual failover.
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -165,6 +165,33 @@ impl Cluster {
             "node {i} was not promoted in {timeout:?}:\n{}",
             self.nodes[i].log()
         );
+    }
+
+    /// A manual failover: `CLUSTER FAILOVER` sent to the replica of primary node `primary`
+    /// (the primary pauses its clients until the replica has caught up, then the replica
+    /// takes its slots over and the old primary becomes its replica). Waits until both have
+    /// their new roles, every replica's link is up and every live node agrees on the slots.
+    /// Returns the index of the new primary and how long it took.
+    pub fn failover(&self, primary: usize) -> (usize, Duration) {
+        let r = self.replica_of(primary);
+        let start = Instant::now();
+        let mut c = self.nodes[r].conn();
+        let reply: redis::RedisResult<()> = redis::cmd("CLUSTER").arg("FAILOVER").query(&mut c);
+        if let Err(e) = reply {
+            panic!("CLUSTER FAILOVER on node {r}: {e}");
+        }
+        let done = wait_until(Duration::from_secs(30), || {
+            role(&mut self.nodes[r].conn()) == "master"
+                && role(&mut self.nodes[primary].conn()) == "slave"
+                && self.replicas_in_sync()
+                && self.agree()
+        });
+        assert!(
+            done,
+            "node {r} did not take over from node {primary}:\n{}",
+            self.nodes[r].log()
+        );
+        (r, start.elapsed())
     }
 
     /// Whether every live node says `cluster_state:ok`.
