@@ -68,7 +68,10 @@ integration: build
 # $CACHE_SERVER, harness waits CACHE_TEST_SLOW times longer); then scripts/memcheck-scan.sh
 # fails on any invalid access, uninitialised use or definite leak with a frame in the module.
 # valgrind is installed here, not by `make deps`. MEMCHECK_TESTS=... picks other test files.
-MEMCHECK_TESTS ?= basics getx lockget tags persistence replication invalidate writebehind
+# By default every integration file but the soak (its RSS bound and load need full-speed servers).
+MEMCHECK_TESTS ?= basics getx lockget tags persistence replication invalidate writebehind \
+  citizenship config id_clock paused_writes recipes versions bad_input \
+  cluster cluster_invalidate cluster_reshard
 MEMCHECK_LOGS ?= target/memcheck
 # Tests skipped by name here only (the run prints them); none now: the tests whose timings a
 # server under valgrind could not keep scale them by $CACHE_TEST_SLOW instead.
