@@ -2355,7 +2355,20 @@ fn wait_zero(c: &mut Connection, field: &str, secs: u64, why: &str) -> Result<()
 fn wait_replica(pc: &mut Connection) -> Result<(), String> {
     match int(&must(pc, &[b"WAIT", b"1", b"20000"])) {
         1 => Ok(()),
-        n => Err(format!("WAIT 1 20000: {n} replicas acknowledged")),
+        // What the primary knows of its replica (its state, acknowledged offset and lag
+        // against the primary's own offset) tells a replica that stopped acknowledging from
+        // one that never attached.
+        n => {
+            let info = info_section(pc, "replication");
+            let seen: Vec<String> = ["role", "connected_slaves", "slave0", "master_repl_offset"]
+                .iter()
+                .map(|k| format!("{k}={}", info.get(*k).map_or("-", String::as_str)))
+                .collect();
+            Err(format!(
+                "WAIT 1 20000: {n} replicas acknowledged; the primary's INFO replication: {}",
+                seen.join(" ")
+            ))
+        }
     }
 }
 
