@@ -1751,7 +1751,7 @@ impl Admin {
     /// syncs with it again; the ledger holds. With the clients running, their connections
     /// drop meanwhile.
     fn restart(&mut self) -> Result<(), String> {
-        wait_replica(&mut self.checker.pc)?;
+        wait_replica(&mut self.checker.pc, &mut self.checker.rc)?;
         let p = self.pair.p;
         if !self.pair.servers[p].shutdown(false) {
             return Err(format!(
@@ -1777,7 +1777,7 @@ impl Admin {
     /// With the clients paused, after WAIT: the replica promoted (REPLICAOF NO ONE), the old
     /// primary made its replica; the clients follow the new primary.
     fn failover(&mut self) -> Result<(), String> {
-        wait_replica(&mut self.checker.pc)?;
+        wait_replica(&mut self.checker.pc, &mut self.checker.rc)?;
         must(&mut self.checker.rc, &[b"REPLICAOF", b"NO", b"ONE"]);
         let port = self.pair.replica().port.to_string();
         must(
@@ -1804,7 +1804,7 @@ impl Admin {
     /// to catch up and hands it the role; commands in flight on the old primary get READONLY
     /// or UNBLOCKED (a parked LOCKGET). The clients follow the new primary.
     fn failover_in_flight(&mut self) -> Result<(), String> {
-        wait_replica(&mut self.checker.pc)?;
+        wait_replica(&mut self.checker.pc, &mut self.checker.rc)?;
         must(&mut self.checker.pc, &[b"FAILOVER", b"TIMEOUT", b"20000"]);
         let (pc, rc) = (&mut self.checker.pc, &mut self.checker.rc);
         let mut roles = (String::new(), String::new(), String::new());
@@ -2101,7 +2101,7 @@ impl Checker {
         let on_primary: Vec<bool> = (self.keys.iter())
             .map(|k| int(&must(&mut self.pc, &[b"EXISTS", k])) == 1)
             .collect();
-        wait_replica(&mut self.pc)?;
+        wait_replica(&mut self.pc, &mut self.rc)?;
         let (pc, rc) = (&mut self.pc, &mut self.rc);
         for (k, on_primary) in self.keys.iter().zip(on_primary) {
             let on_replica = error_of(&call(rc, &[a("DEBUG"), a("OBJECT"), k.clone()])?).is_none();
@@ -2150,9 +2150,9 @@ impl Checker {
             10,
             "with nothing invalidated",
         )?;
-        wait_replica(&mut self.pc)?;
+        wait_replica(&mut self.pc, &mut self.rc)?;
         self.reconcile()?;
-        wait_replica(&mut self.pc)?;
+        wait_replica(&mut self.pc, &mut self.rc)?;
         let (pd, rd) = (digest(&mut self.pc), digest(&mut self.rc));
         if pd != rd {
             return Err(format!(
@@ -2170,7 +2170,7 @@ impl Checker {
         // The replica holds the same keys (digests equal, and the DELs of what SCAN removed
         // have reached it); it counts the same entries. (Its own SCAN would hide keys whose
         // time has passed since: only the primary expires keys.)
-        wait_replica(&mut self.pc)?;
+        wait_replica(&mut self.pc, &mut self.rc)?;
         let r_entries = info_int(&mut self.rc, "cache", "cache_entries");
         if r_entries != entries {
             return Err(format!(
@@ -2222,7 +2222,7 @@ impl Checker {
     /// Every confirmed ledger value reads back on the primary and the replica; every confirmed
     /// event was delivered to the consumer with its key and version.
     fn verify_ledger(&mut self, shared: &Shared) -> Result<(), String> {
-        wait_replica(&mut self.pc)?;
+        wait_replica(&mut self.pc, &mut self.rc)?;
         let mut ledger = shared.ledger.lock().unwrap();
         let mut verified = 0;
         for (key, value) in &ledger.values {
@@ -2352,21 +2352,53 @@ fn wait_zero(c: &mut Connection, field: &str, secs: u64, why: &str) -> Result<()
     Err(format!("{field} still {n} after {secs} s {why}"))
 }
 
-fn wait_replica(pc: &mut Connection) -> Result<(), String> {
+fn wait_replica(pc: &mut Connection, rc: &mut Connection) -> Result<(), String> {
     match int(&must(pc, &[b"WAIT", b"1", b"20000"])) {
         1 => Ok(()),
-        // What the primary knows of its replica (its state, acknowledged offset and lag
-        // against the primary's own offset) tells a replica that stopped acknowledging from
-        // one that never attached.
+        // What each side knows of the link (the primary: its replica's state, acknowledged
+        // offset and lag; the replica: its link, offset and whether it answers at all) tells
+        // a replica that stalled from an acknowledgement that went missing.
         n => {
-            let info = info_section(pc, "replication");
-            let seen: Vec<String> = ["role", "connected_slaves", "slave0", "master_repl_offset"]
-                .iter()
-                .map(|k| format!("{k}={}", info.get(*k).map_or("-", String::as_str)))
-                .collect();
+            let fields = |info: &str, keys: &[&str]| -> String {
+                let map: BTreeMap<&str, &str> = info
+                    .lines()
+                    .filter_map(|l| l.trim().split_once(':'))
+                    .collect();
+                (keys.iter())
+                    .map(|k| format!("{k}={}", map.get(k).copied().unwrap_or("-")))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let info = |c: &mut Connection| match call(c, &[a("INFO"), a("replication")]) {
+                Ok(Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+                Ok(Value::VerbatimString { text, .. }) => text,
+                Ok(v) => format!("{v:?}"),
+                Err(e) => format!("no answer: {e}"),
+            };
+            let primary = info(pc);
+            let replica = info(rc);
             Err(format!(
-                "WAIT 1 20000: {n} replicas acknowledged; the primary's INFO replication: {}",
-                seen.join(" ")
+                "WAIT 1 20000: {n} replicas acknowledged; the primary's INFO replication: {}; \
+                 the replica's: {}{}",
+                fields(
+                    &primary,
+                    &["role", "connected_slaves", "slave0", "master_repl_offset"]
+                ),
+                fields(
+                    &replica,
+                    &[
+                        "role",
+                        "master_link_status",
+                        "master_last_io_seconds_ago",
+                        "slave_repl_offset"
+                    ]
+                ),
+                // Not INFO at all: the error or reply it gave instead.
+                if replica.contains("role:") {
+                    String::new()
+                } else {
+                    format!(" ({replica})")
+                }
             ))
         }
     }
