@@ -62,7 +62,7 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, ConnectionLike, Value};
 
-use support::commands::{digest, info_int, info_section, wait_rewrite_idle};
+use support::commands::{digest, info_int, info_section, try_info_section, wait_rewrite_idle};
 use support::server::{wait_link_up, wait_online, wait_until, Server};
 
 const DEFAULT_SEED: u64 = 0x50a4_5eed;
@@ -2359,46 +2359,30 @@ fn wait_replica(pc: &mut Connection, rc: &mut Connection) -> Result<(), String> 
         // offset and lag; the replica: its link, offset and whether it answers at all) tells
         // a replica that stalled from an acknowledgement that went missing.
         n => {
-            let fields = |info: &str, keys: &[&str]| -> String {
-                let map: BTreeMap<&str, &str> = info
-                    .lines()
-                    .filter_map(|l| l.trim().split_once(':'))
-                    .collect();
-                (keys.iter())
-                    .map(|k| format!("{k}={}", map.get(k).copied().unwrap_or("-")))
+            let show = |c: &mut Connection, keys: &[&str]| match try_info_section(c, "replication")
+            {
+                Ok(info) => (keys.iter())
+                    .map(|k| format!("{k}={}", info.get(*k).map_or("-", String::as_str)))
                     .collect::<Vec<_>>()
-                    .join(" ")
-            };
-            let info = |c: &mut Connection| match call(c, &[a("INFO"), a("replication")]) {
-                Ok(Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
-                Ok(Value::VerbatimString { text, .. }) => text,
-                Ok(v) => format!("{v:?}"),
+                    .join(" "),
                 Err(e) => format!("no answer: {e}"),
             };
-            let primary = info(pc);
-            let replica = info(rc);
             Err(format!(
                 "WAIT 1 20000: {n} replicas acknowledged; the primary's INFO replication: {}; \
-                 the replica's: {}{}",
-                fields(
-                    &primary,
+                 the replica's: {}",
+                show(
+                    pc,
                     &["role", "connected_slaves", "slave0", "master_repl_offset"]
                 ),
-                fields(
-                    &replica,
+                show(
+                    rc,
                     &[
                         "role",
                         "master_link_status",
                         "master_last_io_seconds_ago",
                         "slave_repl_offset"
                     ]
-                ),
-                // Not INFO at all: the error or reply it gave instead.
-                if replica.contains("role:") {
-                    String::new()
-                } else {
-                    format!(" ({replica})")
-                }
+                )
             ))
         }
     }

@@ -245,11 +245,24 @@ pub fn config_i64(c: &mut Connection, name: &str) -> i64 {
 
 /// `INFO <section>` as field -> value text.
 pub fn info_section(c: &mut Connection, section: &str) -> BTreeMap<String, String> {
-    let text: String = redis::cmd("INFO").arg(section).query(c).unwrap();
-    text.lines()
+    try_info_section(c, section).unwrap_or_else(|e| panic!("INFO {section}: {e}"))
+}
+
+/// `INFO <section>` as field -> value text, or the error of a server that did not answer
+/// (for failure reports, which must not panic on the server they describe).
+pub fn try_info_section(
+    c: &mut Connection,
+    section: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    let text: String = redis::cmd("INFO")
+        .arg(section)
+        .query(c)
+        .map_err(|e| e.to_string())?;
+    Ok(text
+        .lines()
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
+        .collect())
 }
 
 /// One field of `INFO <section>`, as text.
